@@ -1,0 +1,4 @@
+//! wnology-gateway: a gRPC gateway in front of the WEGnology (white-labelled Losant) REST API.
+#![forbid(unsafe_code)]
+
+pub mod proto;

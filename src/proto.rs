@@ -1,0 +1,40 @@
+//! The generated `wnology.v1` messages, services and their canonical proto3 JSON impls.
+
+#![allow(clippy::all, missing_docs)]
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+tonic::include_proto!("wnology.v1");
+include!(concat!(env!("OUT_DIR"), "/wnology.v1.serde.rs"));
+
+/// The encoded `FileDescriptorSet` of every `.proto` file the gateway serves.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wnology_descriptor");
+
+// `disabledAt` is `false` (or `true`, in a patch) or a date-time in the upstream JSON, a shape
+// proto3's JSON mapping has no word for, so `DisabledAt` is excluded from pbjson and its JSON is
+// the bare value.
+impl Serialize for DisabledAt {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.value {
+            Some(disabled_at::Value::Flag(flag)) => serializer.serialize_bool(*flag),
+            Some(disabled_at::Value::At(at)) => at.serialize(serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DisabledAt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a boolean or an RFC 3339 date-time")]
+        enum Repr {
+            Flag(bool),
+            At(pbjson_types::Timestamp),
+        }
+        let value = Option::<Repr>::deserialize(deserializer)?.map(|repr| match repr {
+            Repr::Flag(flag) => disabled_at::Value::Flag(flag),
+            Repr::At(at) => disabled_at::Value::At(at),
+        });
+        Ok(DisabledAt { value })
+    }
+}
