@@ -1,0 +1,243 @@
+//! Settings: every one is a `--kebab-case` flag with a matching `WNOLOGY_UPPER_SNAKE`
+//! environment variable; a flag given on the command line wins over the variable.
+//!
+//! The environment is read through [`EnvSource`], so tests hand in a map instead of mutating
+//! the process environment.
+
+use std::{collections::HashMap, ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// The prefix of every environment variable the gateway reads.
+pub const ENV_PREFIX: &str = "WNOLOGY_";
+
+/// Where environment variables come from.
+pub trait EnvSource {
+    /// The value of `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// The command line.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wnology-gateway", version, about, args_override_self = true)]
+pub struct Cli {
+    /// The gateway's settings.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Run something other than the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to run instead of the gateway.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run only the sandbox upstream (the REST API simulator), for curl and benchmarks.
+    #[cfg(feature = "sandbox")]
+    Sandbox(SandboxArgs),
+    /// Print the RPC table (Markdown) that README.md carries.
+    Routes,
+}
+
+/// Settings of the standalone sandbox.
+#[cfg(feature = "sandbox")]
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Address the sandbox REST API listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// JSON file that replaces the sandbox's built-in seed data.
+    #[arg(long)]
+    pub sandbox_seed: Option<PathBuf>,
+    /// How long a sandbox invitation stays valid (e.g. `7d`, `90s`).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub sandbox_invite_ttl: Duration,
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Base URL of the upstream REST API (`https://api.losant.com` is the same API).
+    #[arg(long, default_value = "https://api.app.wnology.io")]
+    pub upstream_url: String,
+    /// `Accept-Version` header sent upstream.
+    #[arg(long, default_value = "^1.30.0")]
+    pub accept_version: String,
+    /// Time limit of one upstream call when the caller sets no deadline.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Time limit for opening a connection to the upstream.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Largest upstream response body accepted, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_upstream_response_bytes: usize,
+    /// Run the embedded sandbox upstream on a loopback port and use it instead of `--upstream-url`.
+    #[cfg(feature = "sandbox")]
+    #[arg(long)]
+    pub sandbox: bool,
+    /// JSON file that replaces the sandbox's built-in seed data (with `--sandbox`).
+    #[cfg(feature = "sandbox")]
+    #[arg(long)]
+    pub sandbox_seed: Option<PathBuf>,
+    /// How long a sandbox invitation stays valid (with `--sandbox`; e.g. `7d`, `90s`).
+    #[cfg(feature = "sandbox")]
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub sandbox_invite_ttl: Duration,
+}
+
+impl Settings {
+    /// The settings a loopback test starts from: every default, listening on an ephemeral
+    /// loopback port and calling `upstream_url`.
+    pub fn for_upstream(upstream_url: impl Into<String>) -> Settings {
+        let mut settings = Cli::parse_from(["wnology-gateway"]).settings;
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.upstream_url = upstream_url.into();
+        settings
+    }
+}
+
+/// Why the settings could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ConfigError(#[from] clap::Error);
+
+impl ConfigError {
+    /// Prints the message (or help/version) and exits as clap does.
+    pub fn exit(&self) -> ! {
+        self.0.exit()
+    }
+}
+
+impl Cli {
+    /// Reads the command line, filling every flag not given there from its environment variable.
+    pub fn load<I, T>(args: I, env: &dyn EnvSource) -> Result<Cli, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let command = Cli::command();
+        // Flags from the environment go first, so that (with `args_override_self`) the same
+        // flag on the command line, which comes later, wins.
+        let from_env: Vec<OsString> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let long = arg.get_long()?;
+                let value = env.var(&env_var_name(long))?;
+                Some(if arg.get_action().takes_values() {
+                    OsString::from(format!("--{long}={value}"))
+                } else if matches!(value.trim(), "1" | "true" | "yes" | "on") {
+                    OsString::from(format!("--{long}"))
+                } else {
+                    return None;
+                })
+            })
+            .collect();
+        let at = usize::from(!args.is_empty());
+        args.splice(at..at, from_env);
+        let matches = command_with_env_help().try_get_matches_from(args)?;
+        Ok(Cli::from_arg_matches(&matches)?)
+    }
+}
+
+/// The environment variable of a flag: `upstream-url` → `WNOLOGY_UPSTREAM_URL`.
+pub fn env_var_name(long_flag: &str) -> String {
+    format!("{ENV_PREFIX}{}", long_flag.replace('-', "_").to_uppercase())
+}
+
+/// The command with each gateway flag's help naming its environment variable.
+fn command_with_env_help() -> clap::Command {
+    Cli::command().mut_args(|arg| match arg.get_long() {
+        Some(long) if long != "help" && long != "version" => {
+            let var = env_var_name(long);
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [env: {var}]"))
+        }
+        _ => arg,
+    })
+}
+
+/// Parses `250ms`, `90s`, `5m`, `2h`, `7d` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 250ms, 90s, 5m, 7d)"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::load(["gw"], &env(&[])).unwrap();
+        assert_eq!(cli.settings.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(cli.settings.upstream_url, "https://api.app.wnology.io");
+        assert_eq!(cli.settings.accept_version, "^1.30.0");
+    }
+
+    #[test]
+    fn environment_fills_flags_and_command_line_wins() {
+        let source = env(&[
+            ("WNOLOGY_UPSTREAM_URL", "https://api.losant.com"),
+            ("WNOLOGY_LISTEN", "127.0.0.1:1"),
+        ]);
+        let cli = Cli::load(["gw", "--listen", "127.0.0.1:2"], &source).unwrap();
+        assert_eq!(cli.settings.upstream_url, "https://api.losant.com");
+        assert_eq!(cli.settings.listen.to_string(), "127.0.0.1:2");
+    }
+
+    #[test]
+    fn bad_environment_value_is_an_error() {
+        assert!(Cli::load(["gw"], &env(&[("WNOLOGY_LISTEN", "nowhere")])).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3 weeks").is_err());
+    }
+}

@@ -1,0 +1,275 @@
+//! Everything that can fail on a request path, and its gRPC status.
+//!
+//! Upstream HTTP errors keep the upstream's `type` and `message`: the message is the status
+//! message, and a `google.rpc.ErrorInfo` carries the type (in UPPER_SNAKE as `reason`), the
+//! upstream host (`domain`) and the HTTP status. Local rejections carry a
+//! `google.rpc.BadRequest` naming the field.
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of errors the gateway raises itself.
+pub const GATEWAY_DOMAIN: &str = "wnology-gateway";
+
+/// A failed RPC.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No usable `authorization: Bearer <token>` metadata.
+    #[error("missing bearer token: send metadata `authorization: Bearer <token>`")]
+    MissingToken,
+    /// A request field is missing or malformed; nothing was sent upstream.
+    #[error("invalid `{field}`: {description}")]
+    InvalidArgument {
+        /// The request field, as the caller names it (`org_id`, `body.name`).
+        field: String,
+        /// What is wrong with it.
+        description: String,
+    },
+    /// The upstream answered with an HTTP error.
+    #[error("{}", .0.message)]
+    Upstream(UpstreamError),
+    /// No connection to the upstream could be made; the request was not sent.
+    #[error("upstream unavailable: {0}")]
+    Unreachable(String),
+    /// A read failed after it was sent (the connection broke); it is safe to try again.
+    #[error("upstream read failed: {0}")]
+    ReadFailed(String),
+    /// A write was sent but its outcome is unknown (the connection broke before the answer).
+    #[error("upstream outcome unknown, the write may or may not have been applied: {0}")]
+    OutcomeUnknown(String),
+    /// The deadline passed before the upstream answered.
+    #[error("deadline exceeded waiting for the upstream")]
+    DeadlineExceeded,
+    /// The upstream's answer is larger than `--max-upstream-response-bytes`.
+    #[error("upstream response exceeds {limit} bytes")]
+    ResponseTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The upstream's success body does not have the documented shape.
+    #[error("upstream {action} answered a body that does not decode: {reason}")]
+    BadResponse {
+        /// The upstream action.
+        action: &'static str,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// A defect in the gateway itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// An HTTP error answered by the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The upstream error `type` (`NotFound`), when the body is the upstream's JSON error.
+    pub error_type: Option<String>,
+    /// The upstream `message`, or the status line when the body is not the JSON error shape.
+    pub message: String,
+    /// The upstream host.
+    pub domain: String,
+    /// The upstream's `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl GatewayError {
+    /// An INVALID_ARGUMENT for `field`.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> GatewayError {
+        GatewayError::InvalidArgument {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            GatewayError::MissingToken => Code::Unauthenticated,
+            GatewayError::InvalidArgument { .. } => Code::InvalidArgument,
+            GatewayError::Upstream(upstream) => code_for_http_status(upstream.status),
+            GatewayError::Unreachable(_) | GatewayError::ReadFailed(_) => Code::Unavailable,
+            GatewayError::OutcomeUnknown(_) => Code::Unknown,
+            GatewayError::DeadlineExceeded => Code::DeadlineExceeded,
+            GatewayError::ResponseTooLarge { .. } => Code::ResourceExhausted,
+            GatewayError::BadResponse { .. } | GatewayError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The gRPC status, with its rich details.
+    pub fn into_status(self) -> Status {
+        let code = self.code();
+        let message = self.to_string();
+        let mut details = ErrorDetails::new();
+        match self {
+            GatewayError::InvalidArgument { field, description } => {
+                details.add_bad_request_violation(field, description);
+                details.set_error_info("INVALID_ARGUMENT", GATEWAY_DOMAIN, HashMap::new());
+            }
+            GatewayError::Upstream(upstream) => {
+                let mut metadata =
+                    HashMap::from([("http_status".to_string(), upstream.status.to_string())]);
+                let reason = match &upstream.error_type {
+                    Some(error_type) => {
+                        metadata.insert("upstream_type".to_string(), error_type.clone());
+                        upper_snake(error_type)
+                    }
+                    None => format!("HTTP_{}", upstream.status),
+                };
+                details.set_error_info(reason, upstream.domain, metadata);
+                if upstream.status == 429 {
+                    details.set_retry_info(Some(
+                        upstream.retry_after.unwrap_or(Duration::from_secs(1)),
+                    ));
+                }
+            }
+            other => {
+                details.set_error_info(local_reason(&other), GATEWAY_DOMAIN, HashMap::new());
+            }
+        }
+        Status::with_error_details(code, message, details)
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(error: GatewayError) -> Status {
+        error.into_status()
+    }
+}
+
+fn local_reason(error: &GatewayError) -> &'static str {
+    match error {
+        GatewayError::MissingToken => "MISSING_TOKEN",
+        GatewayError::InvalidArgument { .. } => "INVALID_ARGUMENT",
+        GatewayError::Upstream(_) => "UPSTREAM_ERROR",
+        GatewayError::Unreachable(_) => "UPSTREAM_UNREACHABLE",
+        GatewayError::ReadFailed(_) => "UPSTREAM_READ_FAILED",
+        GatewayError::OutcomeUnknown(_) => "UPSTREAM_OUTCOME_UNKNOWN",
+        GatewayError::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        GatewayError::ResponseTooLarge { .. } => "UPSTREAM_RESPONSE_TOO_LARGE",
+        GatewayError::BadResponse { .. } => "UPSTREAM_BAD_RESPONSE",
+        GatewayError::Internal(_) => "INTERNAL",
+    }
+}
+
+/// The gRPC code for an upstream HTTP error status.
+pub fn code_for_http_status(status: u16) -> Code {
+    match status {
+        400 | 413 | 422 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        405 | 501 => Code::Unimplemented,
+        409 => Code::Aborted,
+        410 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
+        502..=504 => Code::Unavailable,
+        500..=599 => Code::Internal,
+        400..=499 => Code::FailedPrecondition,
+        // Not an error status: a defect on the upstream's side (e.g. a 3xx we do not follow).
+        _ => Code::Internal,
+    }
+}
+
+/// `NotFound` → `NOT_FOUND`, `InvalidJSON` → `INVALID_JSON`, `rate-limited` → `RATE_LIMITED`.
+pub fn upper_snake(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            if !out.is_empty() && !out.ends_with('_') {
+                out.push('_');
+            }
+            continue;
+        }
+        if c.is_ascii_uppercase() && i > 0 && !out.ends_with('_') {
+            let prev = chars[i - 1];
+            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_is_lower)
+            {
+                out.push('_');
+            }
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_snake_cases() {
+        assert_eq!(upper_snake("NotFound"), "NOT_FOUND");
+        assert_eq!(upper_snake("InvalidJSON"), "INVALID_JSON");
+        assert_eq!(upper_snake("JSONParseError"), "JSON_PARSE_ERROR");
+        assert_eq!(upper_snake("rate-limited"), "RATE_LIMITED");
+        assert_eq!(upper_snake("Validation"), "VALIDATION");
+        assert_eq!(upper_snake("Error404"), "ERROR404");
+    }
+
+    #[test]
+    fn http_status_table() {
+        let table = [
+            (400, Code::InvalidArgument),
+            (401, Code::Unauthenticated),
+            (403, Code::PermissionDenied),
+            (404, Code::NotFound),
+            (405, Code::Unimplemented),
+            (409, Code::Aborted),
+            (410, Code::FailedPrecondition),
+            (413, Code::InvalidArgument),
+            (418, Code::FailedPrecondition),
+            (422, Code::InvalidArgument),
+            (429, Code::ResourceExhausted),
+            (500, Code::Internal),
+            (501, Code::Unimplemented),
+            (502, Code::Unavailable),
+            (503, Code::Unavailable),
+            (504, Code::Unavailable),
+            (507, Code::Internal),
+        ];
+        for (status, code) in table {
+            assert_eq!(code_for_http_status(status), code, "HTTP {status}");
+        }
+    }
+
+    #[test]
+    fn upstream_error_details() {
+        let status = GatewayError::Upstream(UpstreamError {
+            status: 404,
+            error_type: Some("NotFound".into()),
+            message: "Organization was not found".into(),
+            domain: "api.app.wnology.io".into(),
+            retry_after: None,
+        })
+        .into_status();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "Organization was not found");
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "NOT_FOUND");
+        assert_eq!(info.domain, "api.app.wnology.io");
+        assert_eq!(info.metadata["http_status"], "404");
+        assert_eq!(info.metadata["upstream_type"], "NotFound");
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status =
+            GatewayError::invalid("org_id", "must be 24 hexadecimal characters").into_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field, "org_id");
+    }
+}

@@ -1,0 +1,269 @@
+//! The upstream's JSON ⇄ the generated messages.
+//!
+//! pbjson gives every message canonical proto3 JSON with the upstream's key names. Two things
+//! differ from what the upstream speaks, and are mended here, guided by the message
+//! descriptors: proto3 JSON writes 64-bit integers as strings (the upstream wants numbers), and
+//! Timestamps as `…+00:00` (the upstream writes JavaScript's `toISOString()`,
+//! `2016-06-13T04:00:00.000Z`). Top-level upstream arrays (`orgInvites`, `orgInvitesUser`) map
+//! to a message's `items`.
+
+use std::sync::LazyLock;
+
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::proto;
+
+/// Why a message could not be read from or written to the upstream's JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// The JSON does not have the message's shape.
+    #[error("{0}")]
+    Decode(#[from] serde_json::Error),
+    /// The message has no descriptor (a build defect, never caller input).
+    #[error("no descriptor for message {0}")]
+    UnknownMessage(String),
+}
+
+/// The descriptors of every message the gateway knows, from the embedded descriptor set.
+pub fn descriptor_pool() -> &'static DescriptorPool {
+    static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+        // The set is produced by build.rs from the same protos; failing to read it is a build
+        // defect that every test would catch at once, so an empty pool is a safe fallback.
+        DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).unwrap_or_default()
+    });
+    &POOL
+}
+
+/// A message that is written to, or read from, the upstream's JSON.
+pub trait UpstreamJson:
+    prost::Message + prost::Name + Serialize + DeserializeOwned + Default
+{
+    /// Whether the upstream JSON is a bare array of this message's `items`.
+    const TOP_LEVEL_ARRAY: bool = false;
+
+    /// Decodes the upstream's JSON; unknown properties are ignored.
+    fn from_upstream_json(json: &[u8]) -> Result<Self, JsonError> {
+        if Self::TOP_LEVEL_ARRAY {
+            let mut wrapped = Vec::with_capacity(json.len() + 10);
+            wrapped.extend_from_slice(b"{\"items\":");
+            wrapped.extend_from_slice(json);
+            wrapped.push(b'}');
+            Ok(serde_json::from_slice(&wrapped)?)
+        } else {
+            Ok(serde_json::from_slice(json)?)
+        }
+    }
+
+    /// Encodes the message as the upstream's JSON.
+    fn to_upstream_json(&self) -> Result<Value, JsonError> {
+        let mut json = to_json_value(self)?;
+        if Self::TOP_LEVEL_ARRAY {
+            json = match json {
+                Value::Object(mut object) => {
+                    object.remove("items").unwrap_or(Value::Array(Vec::new()))
+                }
+                other => other,
+            };
+        }
+        Ok(json)
+    }
+}
+
+/// Encodes any generated message as upstream-flavoured JSON (numbers for 64-bit integers,
+/// `toISOString()` dates).
+pub fn to_json_value<M: prost::Name + Serialize>(message: &M) -> Result<Value, JsonError> {
+    let mut json = serde_json::to_value(message)?;
+    let name = M::full_name();
+    let descriptor = descriptor_pool()
+        .get_message_by_name(&name)
+        .ok_or(JsonError::UnknownMessage(name))?;
+    normalize_message(&mut json, &descriptor);
+    Ok(json)
+}
+
+macro_rules! upstream_json {
+    ($($message:ident),* $(,)?) => { $(impl UpstreamJson for proto::$message {})* };
+}
+
+upstream_json!(
+    AuthedUser,
+    DeviceCounts,
+    Error,
+    InstanceOrg,
+    Me,
+    MultiFactorAuthInfo,
+    NotebookMinuteCounts,
+    Org,
+    OrgInviteResultUser,
+    OrgInviteUser,
+    Orgs,
+    PayloadCountsBreakdown,
+    PayloadStats,
+    RecentItemList,
+    Success,
+    // Bodies.
+    ChangePassword,
+    InstanceOrgPatch,
+    MePatch,
+    MultiFactorAuthDisable,
+    MultiFactorAuthEnable,
+    OrgInviteActionUser,
+    OrgInvitePost,
+    OrgMemberPatch,
+    OrgPatch,
+    OrgPost,
+    RecentItem,
+    ResourceTransfer,
+    UserCredentials,
+);
+
+impl UpstreamJson for proto::OrgInvites {
+    const TOP_LEVEL_ARRAY: bool = true;
+}
+
+impl UpstreamJson for proto::OrgInvitesUser {
+    const TOP_LEVEL_ARRAY: bool = true;
+}
+
+const TIMESTAMP: &str = "google.protobuf.Timestamp";
+const DISABLED_AT: &str = "wnology.v1.DisabledAt";
+
+/// Rewrites, in place, the values of `json` (the pbjson encoding of a `descriptor` message)
+/// that the upstream writes differently.
+pub fn normalize_message(json: &mut Value, descriptor: &MessageDescriptor) {
+    let Value::Object(object) = json else { return };
+    for (key, value) in object.iter_mut() {
+        let Some(field) = descriptor.get_field_by_json_name(key) else {
+            continue;
+        };
+        normalize_field(value, &field);
+    }
+}
+
+fn normalize_field(value: &mut Value, field: &FieldDescriptor) {
+    if field.is_map() {
+        let Kind::Message(entry) = field.kind() else {
+            return;
+        };
+        let value_kind = entry.map_entry_value_field().kind();
+        if let Value::Object(map) = value {
+            map.values_mut()
+                .for_each(|v| normalize_value(v, &value_kind));
+        }
+    } else if field.is_list() {
+        if let Value::Array(items) = value {
+            let kind = field.kind();
+            items.iter_mut().for_each(|v| normalize_value(v, &kind));
+        }
+    } else {
+        normalize_value(value, &field.kind());
+    }
+}
+
+fn normalize_value(value: &mut Value, kind: &Kind) {
+    match kind {
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            if let Some(n) = value.as_str().and_then(|s| s.parse::<i64>().ok()) {
+                *value = n.into();
+            }
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            if let Some(n) = value.as_str().and_then(|s| s.parse::<u64>().ok()) {
+                *value = n.into();
+            }
+        }
+        // Counts typed `number` upstream are whole numbers in practice; write them as the
+        // upstream does (`5`, not `5.0`).
+        Kind::Double | Kind::Float => {
+            if let Some(f) = value.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9_007_199_254_740_992.0
+            {
+                *value = (f as i64).into();
+            }
+        }
+        Kind::Message(message) => match message.full_name() {
+            TIMESTAMP | DISABLED_AT => {
+                if let Some(iso) = value.as_str().and_then(to_iso_string) {
+                    *value = Value::String(iso);
+                }
+            }
+            _ => normalize_message(value, message),
+        },
+        _ => {}
+    }
+}
+
+/// An RFC 3339 date-time as JavaScript's `Date.prototype.toISOString()` writes it.
+fn to_iso_string(rfc3339: &str) -> Option<String> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    Some(
+        parsed
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn int64_fields_are_numbers_and_dates_are_iso_strings() {
+        let org = proto::Org {
+            id: Some("575ed6e87ae143cd83dc4aa8".into()),
+            limits: Some(proto::OrgLimits {
+                storage: Some(5_000_000_000),
+                data_ttl: Some(86400),
+                ..Default::default()
+            }),
+            creation_date: Some(pbjson_types::Timestamp {
+                seconds: 1_465_790_400,
+                nanos: 5_000_000,
+            }),
+            disabled_at: Some(proto::DisabledAt {
+                value: Some(proto::disabled_at::Value::At(pbjson_types::Timestamp {
+                    seconds: 0,
+                    nanos: 0,
+                })),
+            }),
+            ..Default::default()
+        };
+        let json = org.to_upstream_json().unwrap();
+        assert_eq!(
+            json["limits"],
+            json!({"storage": 5_000_000_000_i64, "dataTTL": 86400})
+        );
+        assert_eq!(json["creationDate"], "2016-06-13T04:00:00.005Z");
+        assert_eq!(json["disabledAt"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn top_level_arrays_map_to_items() {
+        let invites = proto::OrgInvites::from_upstream_json(
+            br#"[{"id":"575ed6e87ae143cd83dc4aa8","ttl":5}]"#,
+        )
+        .unwrap();
+        assert_eq!(invites.items.len(), 1);
+        assert_eq!(
+            invites.to_upstream_json().unwrap(),
+            json!([{"id": "575ed6e87ae143cd83dc4aa8", "ttl": 5}])
+        );
+    }
+
+    #[test]
+    fn unknown_properties_are_ignored_and_false_disabled_at_round_trips() {
+        let org =
+            proto::Org::from_upstream_json(br#"{"name":"a","novel":{"x":1},"disabledAt":false}"#)
+                .unwrap();
+        assert_eq!(org.name.as_deref(), Some("a"));
+        assert_eq!(
+            org.to_upstream_json().unwrap(),
+            json!({"name": "a", "disabledAt": false})
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! The upstream REST client: turns a routed request into the HTTP call the official clients
+//! make, sends it on one shared, pooled connection pool, and reads the answer within limits.
+//!
+//! What goes out (as the official JavaScript client for API 1.30.0 sends it):
+//! `Accept: application/json`, `Accept-Version`, the caller's `Authorization` unchanged, the
+//! global query parameters `_actions=false&_links=true&_embedded=true` followed by the route's
+//! parameters in order, and for every method but GET a JSON body (`{}` when the action has
+//! none) with `Content-Type: application/json`.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, header};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value};
+
+use crate::{
+    config::Settings,
+    error::{GatewayError, UpstreamError},
+    json::UpstreamJson,
+    proto,
+    routes::{ParamKind, Route, enum_query_value},
+};
+
+/// The global query parameters every official client adds.
+pub const GLOBAL_QUERY: &str = "_actions=false&_links=true&_embedded=true";
+
+/// What `encodeURIComponent`-style encoders (the JavaScript client's `qs`) leave as-is.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A request resolved to its upstream form, validated, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path and query string, `/orgs/…?_actions=false&…`.
+    pub path_and_query: String,
+    /// The JSON body (none for GET).
+    pub body: Option<Bytes>,
+}
+
+/// Resolves `route` for a request message given as its upstream-flavoured JSON (see
+/// [`crate::json::to_json_value`]); every check that can fail locally fails here.
+pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, GatewayError> {
+    let empty = Map::new();
+    let fields = request.as_object().unwrap_or(&empty);
+
+    let mut path = String::with_capacity(route.path.len() + 48);
+    for segment in route.path.split('/').skip(1) {
+        path.push('/');
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => {
+                let id = fields.get(name).and_then(Value::as_str).unwrap_or_default();
+                check_id(name, id)?;
+                path.push_str(id);
+            }
+            None => path.push_str(segment),
+        }
+    }
+
+    let mut query = String::from(GLOBAL_QUERY);
+    for param in route.query {
+        let value = fields.get(param.name);
+        let Some(text) = query_value(param.name, param.kind, value)? else {
+            if param.required {
+                return Err(GatewayError::invalid(field_name(param.name), "is required"));
+            }
+            continue;
+        };
+        query.push('&');
+        query.push_str(param.name);
+        query.push('=');
+        query.extend(utf8_percent_encode(&text, QUERY_VALUE));
+    }
+
+    let body = match route.body {
+        Some(spec) => {
+            let Some(body) = fields.get("body").filter(|b| b.is_object()) else {
+                return Err(GatewayError::invalid("body", "is required"));
+            };
+            for required in spec.required_fields {
+                if body.get(required).is_none_or(Value::is_null) {
+                    return Err(GatewayError::invalid(
+                        format!("body.{}", field_name(required)),
+                        "is required",
+                    ));
+                }
+            }
+            Some(Bytes::from(body.to_string()))
+        }
+        None if route.method == Method::GET => None,
+        None => Some(Bytes::from_static(b"{}")),
+    };
+
+    Ok(UpstreamRequest {
+        method: route.method.clone(),
+        path_and_query: format!("{path}?{query}"),
+        body,
+    })
+}
+
+/// The query text of one parameter; `None` when the caller left it out.
+fn query_value(
+    name: &str,
+    kind: ParamKind,
+    value: Option<&Value>,
+) -> Result<Option<String>, GatewayError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let text = match (kind, value) {
+        (ParamKind::Id, Value::String(id)) if id.is_empty() => return Ok(None),
+        (ParamKind::Id, Value::String(id)) => {
+            check_id(name, id)?;
+            id.clone()
+        }
+        (ParamKind::Text, Value::String(text)) if text.is_empty() => return Ok(None),
+        (ParamKind::Text, Value::String(text)) => text.clone(),
+        (ParamKind::Integer, Value::Number(n)) => n.to_string(),
+        (ParamKind::Flag, Value::Bool(flag)) => flag.to_string(),
+        (ParamKind::List, Value::Array(items)) => {
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some(item) if !item.is_empty() && !item.contains(',') => names.push(item),
+                    _ => {
+                        return Err(GatewayError::invalid(
+                            field_name(name),
+                            "each item must be a non-empty name without commas",
+                        ));
+                    }
+                }
+            }
+            if names.is_empty() {
+                return Ok(None);
+            }
+            names.join(",")
+        }
+        (ParamKind::Enum, Value::String(proto_name)) => match enum_query_value(proto_name) {
+            Some(upstream) => upstream.to_string(),
+            None => return Ok(None),
+        },
+        (_, other) => {
+            return Err(GatewayError::Internal(format!(
+                "query parameter {name} has unexpected JSON {other}"
+            )));
+        }
+    };
+    Ok(Some(text))
+}
+
+/// Ids are 24 hexadecimal characters everywhere upstream; checking them also keeps a caller
+/// from steering a call to another path (`org_id = "../me"`).
+fn check_id(name: &str, id: &str) -> Result<(), GatewayError> {
+    if id.is_empty() {
+        return Err(GatewayError::invalid(field_name(name), "is required"));
+    }
+    if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(GatewayError::invalid(
+            field_name(name),
+            "must be 24 hexadecimal characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's (snake_case) name of an upstream (lowerCamelCase) field: `orgId` → `org_id`.
+pub fn field_name(upstream: &str) -> String {
+    let mut out = String::with_capacity(upstream.len() + 4);
+    for (i, c) in upstream.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One shared, pooled HTTP client for the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    base_url: String,
+    domain: String,
+    accept_version: HeaderValue,
+    max_response_bytes: usize,
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamConfigError {
+    /// `--upstream-url` is not an absolute http(s) URL.
+    #[error("--upstream-url `{0}` is not an absolute http(s) URL")]
+    BadUrl(String),
+    /// `--accept-version` is not a valid header value.
+    #[error("--accept-version `{0}` is not a valid header value")]
+    BadAcceptVersion(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl UpstreamClient {
+    /// Builds the client from the settings.
+    pub fn new(settings: &Settings) -> Result<UpstreamClient, UpstreamConfigError> {
+        let base_url = settings.upstream_url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base_url)
+            .map_err(|_| UpstreamConfigError::BadUrl(base_url.clone()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(UpstreamConfigError::BadUrl(base_url));
+        }
+        let domain = url
+            .host_str()
+            .ok_or_else(|| UpstreamConfigError::BadUrl(base_url.clone()))?
+            .to_string();
+        let accept_version = HeaderValue::from_str(&settings.accept_version)
+            .map_err(|_| UpstreamConfigError::BadAcceptVersion(settings.accept_version.clone()))?;
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("wnology-gateway/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(UpstreamClient {
+            http,
+            base_url,
+            domain,
+            accept_version,
+            max_response_bytes: settings.max_upstream_response_bytes,
+        })
+    }
+
+    /// The upstream host, the `domain` of upstream errors.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Sends `request` with the caller's `authorization`, within `timeout`, and returns the
+    /// success body; an HTTP error becomes [`GatewayError::Upstream`].
+    pub async fn send(
+        &self,
+        route: &Route,
+        request: &UpstreamRequest,
+        authorization: &HeaderValue,
+        timeout: Duration,
+    ) -> Result<Bytes, GatewayError> {
+        let exchange = async {
+            let url = format!("{}{}", self.base_url, request.path_and_query);
+            let mut builder = self
+                .http
+                .request(request.method.clone(), url)
+                .header(header::ACCEPT, "application/json")
+                .header("accept-version", self.accept_version.clone())
+                .header(header::AUTHORIZATION, authorization.clone());
+            if let Some(body) = &request.body {
+                builder = builder
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| transport_error(route, e))?;
+            let status = response.status();
+            let retry_after = retry_after(response.headers());
+            let body = self.read_body(route, response).await?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(GatewayError::Upstream(self.upstream_error(
+                    status,
+                    &body,
+                    retry_after,
+                )))
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(GatewayError::DeadlineExceeded))
+    }
+
+    async fn read_body(
+        &self,
+        route: &Route,
+        mut response: reqwest::Response,
+    ) -> Result<Bytes, GatewayError> {
+        let limit = self.max_response_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(GatewayError::ResponseTooLarge { limit });
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(route, e))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(GatewayError::ResponseTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    fn upstream_error(
+        &self,
+        status: reqwest::StatusCode,
+        body: &[u8],
+        retry_after: Option<Duration>,
+    ) -> UpstreamError {
+        let parsed = proto::Error::from_upstream_json(body).ok();
+        let (error_type, message) = match parsed {
+            Some(proto::Error {
+                r#type,
+                message: Some(message),
+            }) if !message.is_empty() => (r#type, message),
+            Some(proto::Error { r#type, .. }) => (r#type, status_line(status)),
+            None => (None, status_line(status)),
+        };
+        UpstreamError {
+            status: status.as_u16(),
+            error_type,
+            message,
+            domain: self.domain.clone(),
+            retry_after,
+        }
+    }
+}
+
+fn status_line(status: reqwest::StatusCode) -> String {
+    format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Unknown Status")
+    )
+}
+
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// A transport failure: before sending it is UNAVAILABLE; after sending, a read may be retried
+/// (UNAVAILABLE) but a write's outcome is unknown (UNKNOWN), so clients do not blindly resend it.
+fn transport_error(route: &Route, error: reqwest::Error) -> GatewayError {
+    let (timeout, connect) = (error.is_timeout(), error.is_connect());
+    let detail = error_chain(error.without_url());
+    if timeout {
+        GatewayError::DeadlineExceeded
+    } else if connect {
+        GatewayError::Unreachable(detail)
+    } else if route.is_read() {
+        GatewayError::ReadFailed(detail)
+    } else {
+        GatewayError::OutcomeUnknown(detail)
+    }
+}
+
+/// The error and its sources, without the URL (which is the caller's data, not a secret, but
+/// noisy); reqwest never includes headers, so the token cannot leak through here.
+fn error_chain(error: reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes;
+    use serde_json::json;
+
+    #[test]
+    fn path_query_and_body() {
+        let call = resolve(
+            &routes::ORG_REMOVE_MEMBER,
+            &json!({"orgId": "575ed6e87ae143cd83dc4aa8", "userId": "575ED6E87AE143CD83DC4AA9", "summaryInclude": ["payloadCount", "deviceCount"]}),
+        )
+        .unwrap();
+        assert_eq!(call.method, Method::DELETE);
+        assert_eq!(
+            call.path_and_query,
+            "/orgs/575ed6e87ae143cd83dc4aa8/member?_actions=false&_links=true&_embedded=true&userId=575ED6E87AE143CD83DC4AA9&summaryInclude=payloadCount%2CdeviceCount"
+        );
+        assert_eq!(call.body.as_deref(), Some(&b"{}"[..]));
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        for bad in [
+            "../me",
+            "575ed6e87ae143cd83dc4aa",
+            "575ed6e87ae143cd83dc4aaZ",
+            "575ed6e87ae143cd83dc4aa8/x",
+        ] {
+            let error = resolve(&routes::ORG_GET, &json!({"orgId": bad})).unwrap_err();
+            assert!(
+                matches!(error, GatewayError::InvalidArgument { ref field, .. } if field == "org_id"),
+                "{bad}: {error}"
+            );
+        }
+        let error = resolve(&routes::ORG_GET, &json!({})).unwrap_err();
+        assert_eq!(error.to_string(), "invalid `org_id`: is required");
+        let error = resolve(
+            &routes::ORG_REVOKE_INVITE,
+            &json!({"orgId": "575ed6e87ae143cd83dc4aa8"}),
+        )
+        .unwrap_err();
+        assert_eq!(error.to_string(), "invalid `invite_id`: is required");
+    }
+
+    #[test]
+    fn enums_integers_and_text() {
+        let call = resolve(
+            &routes::ORG_LIST,
+            &json!({"sortField": "SORT_FIELD_CREATION_DATE", "sortDirection": "SORT_DIRECTION_DESC", "page": 0, "perPage": 5, "filterField": "FILTER_FIELD_NAME", "filter": "my*org 1"}),
+        )
+        .unwrap();
+        assert_eq!(
+            call.path_and_query,
+            "/orgs?_actions=false&_links=true&_embedded=true&sortField=creationDate&sortDirection=desc&page=0&perPage=5&filterField=name&filter=my%2Aorg%201"
+        );
+        assert_eq!(call.body, None);
+    }
+
+    #[test]
+    fn bodies_and_their_required_fields() {
+        assert_eq!(
+            resolve(&routes::ORG_CREATE, &json!({}))
+                .unwrap_err()
+                .to_string(),
+            "invalid `body`: is required"
+        );
+        assert_eq!(
+            resolve(&routes::ORG_CREATE, &json!({"body": {"description": "x"}}))
+                .unwrap_err()
+                .to_string(),
+            "invalid `body.name`: is required"
+        );
+        let call = resolve(&routes::ORG_CREATE, &json!({"body": {"name": "x"}})).unwrap();
+        assert_eq!(call.body.as_deref(), Some(&br#"{"name":"x"}"#[..]));
+    }
+}
