@@ -91,6 +91,15 @@ pub struct Settings {
     /// Largest upstream response body accepted, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_upstream_response_bytes: usize,
+    /// Bound on the read cache's size in bytes (keys, encoded answers and per-entry overhead).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Time to live of cached usage reads (device, payload and notebook-minute counts); 0 disables.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub cache_usage_ttl: Duration,
+    /// Time to live of cached entities and lists (me, organizations, invitations); 0 disables.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub cache_entity_ttl: Duration,
     /// Run the embedded sandbox upstream on a loopback port and use it instead of `--upstream-url`.
     #[cfg(feature = "sandbox")]
     #[arg(long)]

@@ -101,12 +101,17 @@ impl GatewayError {
 
     /// The gRPC status, with its rich details.
     pub fn into_status(self) -> Status {
+        self.to_status()
+    }
+
+    /// The gRPC status, with its rich details.
+    pub fn to_status(&self) -> Status {
         let code = self.code();
         let message = self.to_string();
         let mut details = ErrorDetails::new();
         match self {
             GatewayError::InvalidArgument { field, description } => {
-                details.add_bad_request_violation(field, description);
+                details.add_bad_request_violation(field.clone(), description.clone());
                 details.set_error_info("INVALID_ARGUMENT", GATEWAY_DOMAIN, HashMap::new());
             }
             GatewayError::Upstream(upstream) => {
@@ -119,7 +124,7 @@ impl GatewayError {
                     }
                     None => format!("HTTP_{}", upstream.status),
                 };
-                details.set_error_info(reason, upstream.domain, metadata);
+                details.set_error_info(reason, upstream.domain.clone(), metadata);
                 if upstream.status == 429 {
                     details.set_retry_info(Some(
                         upstream.retry_after.unwrap_or(Duration::from_secs(1)),
@@ -127,7 +132,7 @@ impl GatewayError {
                 }
             }
             other => {
-                details.set_error_info(local_reason(&other), GATEWAY_DOMAIN, HashMap::new());
+                details.set_error_info(local_reason(other), GATEWAY_DOMAIN, HashMap::new());
             }
         }
         Status::with_error_details(code, message, details)

@@ -1,7 +1,10 @@
-//! The one wrapper every RPC goes through: authenticate, validate and resolve the route, call
-//! the upstream within the caller's deadline, decode the answer.
+//! The one wrapper every RPC goes through: authenticate, validate and resolve the route, answer
+//! from the cache or call the upstream within the caller's deadline, decode the answer, and
+//! invalidate what a write changed.
 
 use std::{sync::Arc, time::Duration};
+
+use serde_json::Value;
 
 use http::HeaderValue;
 use prost_reflect::{DynamicMessage, Kind};
@@ -9,11 +12,12 @@ use serde::Serialize;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
+    cache::{CacheKey, CachePolicy, Directive, Outcome, ResponseCache, SharedMessage, TokenId},
     config::Settings,
     error::GatewayError,
     json::{self, UpstreamJson},
-    routes::Route,
-    upstream::{self, UpstreamClient, UpstreamConfigError},
+    routes::{self, Invalidation, Route, Service},
+    upstream::{self, UpstreamClient, UpstreamConfigError, UpstreamRequest},
 };
 
 /// Taken off the caller's deadline so that the gateway's own timer fires first and the caller
@@ -30,18 +34,30 @@ pub struct Gateway {
 struct Inner {
     upstream: UpstreamClient,
     upstream_timeout: Duration,
+    cache: ResponseCache,
 }
 
 impl Gateway {
     /// Builds the gateway from its settings.
     pub fn new(settings: &Settings) -> Result<Gateway, UpstreamConfigError> {
         let upstream = UpstreamClient::new(settings)?;
+        let cache = ResponseCache::new(CachePolicy {
+            max_bytes: settings.cache_max_bytes,
+            usage_ttl: settings.cache_usage_ttl,
+            entity_ttl: settings.cache_entity_ttl,
+        });
         Ok(Gateway {
             inner: Arc::new(Inner {
                 upstream,
                 upstream_timeout: settings.upstream_timeout,
+                cache,
             }),
         })
+    }
+
+    /// The read cache.
+    pub fn cache(&self) -> &ResponseCache {
+        &self.inner.cache
     }
 
     /// Serves one RPC by its route.
@@ -52,13 +68,21 @@ impl Gateway {
     ) -> Result<Response<Resp>, Status>
     where
         Req: prost::Message + prost::Name + Serialize + Default,
-        Resp: UpstreamJson,
+        Resp: UpstreamJson + Clone + Send + Sync + 'static,
     {
         let (metadata, _, message) = request.into_parts();
-        self.call_parts(route, &metadata, &message)
-            .await
-            .map(Response::new)
-            .map_err(GatewayError::into_status)
+        match self.call_parts(route, &metadata, &message).await {
+            Ok((answer, outcome)) => {
+                let mut response = Response::new(answer);
+                if let Some(outcome) = outcome {
+                    response
+                        .metadata_mut()
+                        .insert("x-cache", http_value(outcome.as_str()));
+                }
+                Ok(response)
+            }
+            Err(error) => Err(error.to_status()),
+        }
     }
 
     async fn call_parts<Req, Resp>(
@@ -66,26 +90,140 @@ impl Gateway {
         route: &'static Route,
         metadata: &MetadataMap,
         message: &Req,
-    ) -> Result<Resp, GatewayError>
+    ) -> Result<(Resp, Option<Outcome>), Arc<GatewayError>>
     where
         Req: prost::Message + prost::Name + Serialize + Default,
-        Resp: UpstreamJson,
+        Resp: UpstreamJson + Clone + Send + Sync + 'static,
     {
         let authorization = bearer_authorization(metadata)?;
         let request_json =
             json::to_json_value(message).map_err(|e| unencodable_request(message, e))?;
         let upstream_request = upstream::resolve(route, &request_json)?;
         let timeout = upstream_timeout(metadata, self.inner.upstream_timeout);
-        let body = self
-            .inner
-            .upstream
-            .send(route, &upstream_request, &authorization, timeout)
-            .await?;
-        Resp::from_upstream_json(&body).map_err(|e| GatewayError::BadResponse {
-            action: route.action,
-            reason: e.to_string(),
-        })
+        let cache = &self.inner.cache;
+
+        let Some(ttl) = cache.policy().ttl(route.cache) else {
+            let result = load::<Resp>(
+                &self.inner,
+                route,
+                &upstream_request,
+                &authorization,
+                timeout,
+            )
+            .await;
+            if !route.is_read() && result.as_ref().is_ok_or_outcome_unknown() {
+                self.invalidate(
+                    route,
+                    cache.token_id(authorization.as_bytes()),
+                    &request_json,
+                );
+            }
+            let answer = result?;
+            return Ok((answer, route.is_read().then_some(Outcome::Bypass)));
+        };
+
+        let key = CacheKey {
+            route: route.action,
+            token: cache.token_id(authorization.as_bytes()),
+            org: org_tag(&request_json),
+            me: route.service == Service::Me,
+            request: message.encode_to_vec().into_boxed_slice(),
+        };
+        let make_load = || {
+            let (inner, request, authorization) = (
+                Arc::clone(&self.inner),
+                upstream_request.clone(),
+                authorization.clone(),
+            );
+            async move {
+                let answer = load::<Resp>(&inner, route, &request, &authorization, timeout).await?;
+                let encoded_len = answer.encoded_len();
+                Ok((Arc::new(answer) as SharedMessage, encoded_len))
+            }
+        };
+        // Bounded by this caller's own deadline too: a waiter must not outlive it while
+        // another caller's load is in flight.
+        let cached = cache.get_or_load(key, ttl, Directive::from_metadata(metadata), make_load);
+        let (shared, outcome) = tokio::time::timeout(timeout, cached)
+            .await
+            .unwrap_or(Err(Arc::new(GatewayError::DeadlineExceeded)))?;
+        let answer = shared.downcast_ref::<Resp>().cloned().ok_or_else(|| {
+            GatewayError::Internal(format!(
+                "cached answer of {} has another type",
+                route.action
+            ))
+        })?;
+        Ok((answer, Some(outcome)))
     }
+
+    /// Drops what a write on `route` made stale.
+    fn invalidate(&self, route: &'static Route, token: TokenId, request: &Value) {
+        let cache = &self.inner.cache;
+        for invalidation in route.invalidates {
+            match invalidation {
+                Invalidation::Org => {
+                    if let Some(org) = org_tag(request) {
+                        cache.invalidate(move |key| key.org == Some(org));
+                    }
+                }
+                Invalidation::OrgLists => {
+                    cache.invalidate(|key| key.route == routes::ORG_LIST.action)
+                }
+                Invalidation::CallerMe => cache.invalidate(move |key| key.token == token && key.me),
+                Invalidation::CallerAll => cache.invalidate(move |key| key.token == token),
+                Invalidation::CallerAllIfTokensInvalidated => {
+                    if request.pointer("/body/invalidateExistingTokens") == Some(&Value::Bool(true))
+                    {
+                        cache.invalidate(move |key| key.token == token);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Calls the upstream and decodes its answer.
+async fn load<Resp: UpstreamJson>(
+    inner: &Inner,
+    route: &'static Route,
+    request: &UpstreamRequest,
+    authorization: &HeaderValue,
+    timeout: Duration,
+) -> Result<Resp, GatewayError> {
+    let body = inner
+        .upstream
+        .send(route, request, authorization, timeout)
+        .await?;
+    Resp::from_upstream_json(&body).map_err(|e| GatewayError::BadResponse {
+        action: route.action,
+        reason: e.to_string(),
+    })
+}
+
+/// A write whose answer was lost may still have been applied: invalidate as for a success.
+trait WriteSettled {
+    fn is_ok_or_outcome_unknown(&self) -> bool;
+}
+
+impl<T> WriteSettled for Result<&T, &GatewayError> {
+    fn is_ok_or_outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Ok(_) | Err(GatewayError::OutcomeUnknown(_) | GatewayError::DeadlineExceeded)
+        )
+    }
+}
+
+/// The organization a request is about (its `orgId`, lowercased), for cache invalidation.
+fn org_tag(request: &Value) -> Option<[u8; 24]> {
+    let id = request.get("orgId")?.as_str()?.as_bytes();
+    let mut tag: [u8; 24] = id.try_into().ok()?;
+    tag.make_ascii_lowercase();
+    Some(tag)
+}
+
+fn http_value(value: &'static str) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    tonic::metadata::MetadataValue::from_static(value)
 }
 
 /// The caller's `authorization` metadata, which must be `Bearer <token>`, as the header to pass

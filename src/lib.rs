@@ -12,6 +12,7 @@ pub mod upstream;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+pub mod cache;
 pub mod gateway;
 pub mod server;
 pub mod services;

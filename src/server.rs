@@ -46,8 +46,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let gateway = Gateway::new(settings)?;
+    serve_gateway(Gateway::new(settings)?, listener, shutdown).await
+}
 
+/// Serves an already built `gateway` on `listener` until `shutdown` completes.
+pub async fn serve_gateway(
+    gateway: Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for service in [
         "",

@@ -18,21 +18,38 @@ async fn gateway_and_upstream() -> (RecordingUpstream, TestGateway) {
 fn assert_invalid(status: &tonic::Status, field: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let details = status.get_error_details();
-    let violations = &details.bad_request().expect("BadRequest details").field_violations;
+    let violations = &details
+        .bad_request()
+        .expect("BadRequest details")
+        .field_violations;
     assert_eq!(violations.len(), 1);
     assert_eq!(violations[0].field, field, "{status:?}");
-    assert!(status.message().contains(field), "message names the field: {}", status.message());
+    assert!(
+        status.message().contains(field),
+        "message names the field: {}",
+        status.message()
+    );
 }
 
 #[tokio::test]
 async fn a_missing_or_malformed_token_is_unauthenticated_and_never_sent() {
     let (upstream, gateway) = gateway_and_upstream().await;
     let mut me = gateway.me().await;
-    let status = me.get(tonic::Request::new(proto::MeGetRequest::default())).await.unwrap_err();
+    let status = me
+        .get(tonic::Request::new(proto::MeGetRequest::default()))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "token-without-scheme"] {
+    for bad in [
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer   ",
+        "token-without-scheme",
+    ] {
         let mut request = tonic::Request::new(proto::MeGetRequest::default());
-        request.metadata_mut().insert("authorization", bad.parse().unwrap());
+        request
+            .metadata_mut()
+            .insert("authorization", bad.parse().unwrap());
         let status = me.get(request).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{bad}");
     }
@@ -43,23 +60,49 @@ async fn a_missing_or_malformed_token_is_unauthenticated_and_never_sent() {
 async fn rejected_path_ids_never_reach_the_upstream() {
     let (upstream, gateway) = gateway_and_upstream().await;
     let mut org = gateway.org().await;
-    for bad in ["../me", "", "575ed6e87ae143cd83dc4aa", "575ed6e87ae143cd83dc4aa8a", "575ed6e87ae143cd83dc4aaz", "575ed6e8%2e%2e3cd83dc4aa8", "575ed6e87ae143cd83dc4a/8"] {
-        let status = org.get(authed(proto::OrgGetRequest { org_id: bad.into(), ..Default::default() })).await.unwrap_err();
+    for bad in [
+        "../me",
+        "",
+        "575ed6e87ae143cd83dc4aa",
+        "575ed6e87ae143cd83dc4aa8a",
+        "575ed6e87ae143cd83dc4aaz",
+        "575ed6e8%2e%2e3cd83dc4aa8",
+        "575ed6e87ae143cd83dc4a/8",
+    ] {
+        let status = org
+            .get(authed(proto::OrgGetRequest {
+                org_id: bad.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
         assert_invalid(&status, "org_id");
     }
     let mut instance_org = gateway.instance_org().await;
     let status = instance_org
-        .get(authed(proto::InstanceOrgGetRequest { instance_id: "../../me".into(), org_id: id(1), ..Default::default() }))
+        .get(authed(proto::InstanceOrgGetRequest {
+            instance_id: "../../me".into(),
+            org_id: id(1),
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_invalid(&status, "instance_id");
     let status = instance_org
-        .delete(authed(proto::InstanceOrgDeleteRequest { instance_id: id(1), org_id: "x".into() }))
+        .delete(authed(proto::InstanceOrgDeleteRequest {
+            instance_id: id(1),
+            org_id: "x".into(),
+        }))
         .await
         .unwrap_err();
     assert_invalid(&status, "org_id");
     let mut me = gateway.me().await;
-    let status = me.invite(authed(proto::MeInviteRequest { invite_id: "?x=1".into() })).await.unwrap_err();
+    let status = me
+        .invite(authed(proto::MeInviteRequest {
+            invite_id: "?x=1".into(),
+        }))
+        .await
+        .unwrap_err();
     assert_invalid(&status, "invite_id");
     assert_eq!(upstream.count(), 0);
 }
@@ -69,12 +112,19 @@ async fn rejected_query_ids_never_reach_the_upstream() {
     let (upstream, gateway) = gateway_and_upstream().await;
     let mut org = gateway.org().await;
     let status = org
-        .remove_member(authed(proto::OrgRemoveMemberRequest { org_id: id(1), user_id: "me&x=1".into(), ..Default::default() }))
+        .remove_member(authed(proto::OrgRemoveMemberRequest {
+            org_id: id(1),
+            user_id: "me&x=1".into(),
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_invalid(&status, "user_id");
     let status = org
-        .revoke_invite(authed(proto::OrgRevokeInviteRequest { org_id: id(1), invite_id: "123".into() }))
+        .revoke_invite(authed(proto::OrgRevokeInviteRequest {
+            org_id: id(1),
+            invite_id: "123".into(),
+        }))
         .await
         .unwrap_err();
     assert_invalid(&status, "invite_id");
@@ -96,11 +146,20 @@ async fn required_query_parameters_and_bodies_must_be_present() {
     let (upstream, gateway) = gateway_and_upstream().await;
     let mut org = gateway.org().await;
     let status = org
-        .remove_member(authed(proto::OrgRemoveMemberRequest { org_id: id(1), ..Default::default() }))
+        .remove_member(authed(proto::OrgRemoveMemberRequest {
+            org_id: id(1),
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_invalid(&status, "user_id");
-    let status = org.revoke_invite(authed(proto::OrgRevokeInviteRequest { org_id: id(1), ..Default::default() })).await.unwrap_err();
+    let status = org
+        .revoke_invite(authed(proto::OrgRevokeInviteRequest {
+            org_id: id(1),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
     assert_invalid(&status, "invite_id");
     let status = gateway
         .me()
@@ -110,11 +169,17 @@ async fn required_query_parameters_and_bodies_must_be_present() {
         .unwrap_err();
     assert_invalid(&status, "item_type");
 
-    let status = org.create(authed(proto::OrgCreateRequest::default())).await.unwrap_err();
+    let status = org
+        .create(authed(proto::OrgCreateRequest::default()))
+        .await
+        .unwrap_err();
     assert_invalid(&status, "body");
     let status = org
         .create(authed(proto::OrgCreateRequest {
-            body: Some(proto::OrgPost { description: Some("no name".into()), ..Default::default() }),
+            body: Some(proto::OrgPost {
+                description: Some("no name".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
         .await
@@ -123,13 +188,21 @@ async fn required_query_parameters_and_bodies_must_be_present() {
     let status = org
         .modify_member(authed(proto::OrgModifyMemberRequest {
             org_id: id(1),
-            body: Some(proto::OrgMemberPatch { role: Some("view".into()), ..Default::default() }),
+            body: Some(proto::OrgMemberPatch {
+                role: Some("view".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
         .await
         .unwrap_err();
     assert_invalid(&status, "body.user_id");
-    let status = gateway.me().await.delete(authed(proto::MeDeleteRequest::default())).await.unwrap_err();
+    let status = gateway
+        .me()
+        .await
+        .delete(authed(proto::MeDeleteRequest::default()))
+        .await
+        .unwrap_err();
     assert_invalid(&status, "body");
     assert_eq!(upstream.count(), 0);
 }
@@ -138,15 +211,27 @@ async fn required_query_parameters_and_bodies_must_be_present() {
 async fn unknown_enum_numbers_and_bad_list_items_are_refused() {
     let (upstream, gateway) = gateway_and_upstream().await;
     let mut org = gateway.org().await;
-    let status = org.list(authed(proto::OrgListRequest { sort_direction: 7, ..Default::default() })).await.unwrap_err();
+    let status = org
+        .list(authed(proto::OrgListRequest {
+            sort_direction: 7,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
     assert_invalid(&status, "sort_direction");
     let status = org
-        .list(authed(proto::OrgListRequest { summary_include: vec!["payloadCount,deviceCount".into()], ..Default::default() }))
+        .list(authed(proto::OrgListRequest {
+            summary_include: vec!["payloadCount,deviceCount".into()],
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_invalid(&status, "summary_include");
     let status = org
-        .list(authed(proto::OrgListRequest { summary_exclude: vec![String::new()], ..Default::default() }))
+        .list(authed(proto::OrgListRequest {
+            summary_exclude: vec![String::new()],
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert_invalid(&status, "summary_exclude");

@@ -13,7 +13,10 @@ async fn get_org(gateway: &TestGateway) -> tonic::Status {
     gateway
         .org()
         .await
-        .get(authed(proto::OrgGetRequest { org_id: id(7), ..Default::default() }))
+        .get(authed(proto::OrgGetRequest {
+            org_id: id(7),
+            ..Default::default()
+        }))
         .await
         .expect_err("the upstream answered an error")
 }
@@ -43,7 +46,10 @@ async fn every_http_error_status_maps_to_its_code_with_details() {
     let gateway = TestGateway::start(&upstream.url()).await;
     for (http_status, code) in table {
         let message = format!("upstream said {http_status}");
-        upstream.answer(Answer::json(http_status, &json!({"type": "SomeErrorType", "message": message})));
+        upstream.answer(Answer::json(
+            http_status,
+            &json!({"type": "SomeErrorType", "message": message}),
+        ));
         let status = get_org(&gateway).await;
         assert_eq!(status.code(), code, "HTTP {http_status}");
         assert_eq!(status.message(), message, "HTTP {http_status}");
@@ -54,14 +60,20 @@ async fn every_http_error_status_maps_to_its_code_with_details() {
         assert_eq!(info.metadata["http_status"], http_status.to_string());
         assert_eq!(info.metadata["upstream_type"], "SomeErrorType");
     }
-    assert_eq!(upstream.count(), table.len(), "errors are not retried by the translation layer");
+    assert_eq!(
+        upstream.count(),
+        table.len(),
+        "errors are not retried by the translation layer"
+    );
 }
 
 #[tokio::test]
 async fn upstream_not_found_keeps_type_and_message() {
-    let upstream =
-        RecordingUpstream::start(Answer::json(404, &json!({"type": "NotFound", "message": "Organization was not found"})))
-            .await;
+    let upstream = RecordingUpstream::start(Answer::json(
+        404,
+        &json!({"type": "NotFound", "message": "Organization was not found"}),
+    ))
+    .await;
     let gateway = TestGateway::start(&upstream.url()).await;
     let status = get_org(&gateway).await;
     assert_eq!(status.code(), Code::NotFound);
@@ -73,7 +85,8 @@ async fn upstream_not_found_keeps_type_and_message() {
 
 #[tokio::test]
 async fn a_body_that_is_not_the_json_error_shape_gives_the_status_line() {
-    let upstream = RecordingUpstream::start(Answer::raw(502, "text/html", "<html>Bad gateway</html>")).await;
+    let upstream =
+        RecordingUpstream::start(Answer::raw(502, "text/html", "<html>Bad gateway</html>")).await;
     let gateway = TestGateway::start(&upstream.url()).await;
     let status = get_org(&gateway).await;
     assert_eq!(status.code(), Code::Unavailable);
@@ -92,23 +105,38 @@ async fn a_body_that_is_not_the_json_error_shape_gives_the_status_line() {
 #[tokio::test]
 async fn too_many_requests_carries_retry_info() {
     let upstream = RecordingUpstream::start(
-        Answer::json(429, &json!({"type": "TooManyRequests", "message": "slow down"})).with_header("retry-after", "7"),
+        Answer::json(
+            429,
+            &json!({"type": "TooManyRequests", "message": "slow down"}),
+        )
+        .with_header("retry-after", "7"),
     )
     .await;
     let gateway = TestGateway::start(&upstream.url()).await;
     let status = get_org(&gateway).await;
     assert_eq!(status.code(), Code::ResourceExhausted);
-    let retry = status.get_error_details().retry_info().cloned().expect("RetryInfo");
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .cloned()
+        .expect("RetryInfo");
     assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(7)));
 }
 
 #[tokio::test]
 async fn a_success_body_that_does_not_decode_is_internal() {
-    let upstream = RecordingUpstream::start(Answer::raw(200, "application/json", "{\"name\": 42")).await;
+    let upstream =
+        RecordingUpstream::start(Answer::raw(200, "application/json", "{\"name\": 42")).await;
     let gateway = TestGateway::start(&upstream.url()).await;
     let status = get_org(&gateway).await;
     assert_eq!(status.code(), Code::Internal);
-    assert!(status.message().contains("org.get answered a body that does not decode"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains("org.get answered a body that does not decode"),
+        "{}",
+        status.message()
+    );
 
     upstream.answer(Answer::json(200, &json!({"name": {"not": "a string"}})));
     let status = get_org(&gateway).await;
@@ -118,7 +146,11 @@ async fn a_success_body_that_does_not_decode_is_internal() {
 #[tokio::test]
 async fn an_unreachable_upstream_is_unavailable() {
     // Bind and drop a listener so that nothing listens on the port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gateway = TestGateway::start(&format!("http://127.0.0.1:{port}")).await;
     let status = get_org(&gateway).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

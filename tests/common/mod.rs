@@ -13,6 +13,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 use wnology_gateway::{
     config::Settings,
+    gateway::Gateway,
     proto::{
         instance_org_service_client::InstanceOrgServiceClient, me_service_client::MeServiceClient,
         org_service_client::OrgServiceClient,
@@ -49,6 +50,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: Duration,
 }
 
 impl Answer {
@@ -57,6 +60,7 @@ impl Answer {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.to_string().into_bytes(),
+            delay: Duration::ZERO,
         }
     }
 
@@ -65,7 +69,13 @@ impl Answer {
             status,
             headers: vec![("content-type".into(), content_type.into())],
             body: body.as_bytes().to_vec(),
+            delay: Duration::ZERO,
         }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Answer {
@@ -119,6 +129,9 @@ impl RecordingUpstream {
                 let responder = resp.lock().unwrap().clone();
                 let answer = responder(&recorded);
                 rec.lock().unwrap().push(recorded);
+                if !answer.delay.is_zero() {
+                    tokio::time::sleep(answer.delay).await;
+                }
                 let mut response = axum::response::Response::builder().status(answer.status);
                 for (name, value) in &answer.headers {
                     response = response.header(name, value);
@@ -172,6 +185,8 @@ impl RecordingUpstream {
 /// The real gateway, serving on an ephemeral loopback port.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The gateway's shared state (its cache, for the figures).
+    pub gateway: Gateway,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServeError>>>,
 }
@@ -188,14 +203,17 @@ impl TestGateway {
         let listener = server::bind(&settings).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let gateway = Gateway::new(&settings).unwrap();
+        let serving = gateway.clone();
         let task = tokio::spawn(async move {
-            server::serve(&settings, listener, async {
+            server::serve_gateway(serving, listener, async {
                 let _ = rx.await;
             })
             .await
         });
         TestGateway {
             addr,
+            gateway,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -1,0 +1,470 @@
+//! The read cache: decoded upstream answers, keyed by RPC, request and caller, in a moka cache
+//! bounded by bytes.
+//!
+//! An answer is only ever served to the token that fetched it: the key holds an HMAC of the
+//! token under a per-process random key (never the token itself), so a narrower-scoped token of
+//! the same user never reads what a broader one fetched. Concurrent identical misses share one
+//! upstream call, which runs in a detached task so that a cancelled first caller does not make
+//! the others call again. Errors are never cached. Writes invalidate what they change (see
+//! [`crate::routes::Invalidation`]); a load that overlaps an invalidation is answered but not
+//! stored, and callers that arrive after the invalidation do not join it.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    fmt,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use hmac::{Hmac, Mac};
+use moka::{future::Cache, notification::RemovalCause};
+use sha2::Sha256;
+use tonic::metadata::MetadataMap;
+
+use crate::{error::GatewayError, routes::CacheClass};
+
+/// Bytes counted for each entry beyond its key and encoded answer: moka's own bookkeeping, the
+/// `Arc`s and the decoded message's heap overhead over its encoding.
+pub const ENTRY_OVERHEAD_BYTES: u32 = 512;
+
+/// A decoded answer, shared between the cache and every caller it is served to.
+pub type SharedMessage = Arc<dyn Any + Send + Sync>;
+
+/// Who is calling: an HMAC-SHA256 of the bearer token under the process's random key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenId([u8; 32]);
+
+impl fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A short prefix is enough to correlate; the full digest is not printed.
+        write!(
+            f,
+            "TokenId({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// What identifies one cached answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// The route's upstream action (`me.payloadCounts`).
+    pub route: &'static str,
+    /// The caller.
+    pub token: TokenId,
+    /// The organization the answer belongs to (lowercase id), for invalidation.
+    pub org: Option<[u8; 24]>,
+    /// Whether the answer belongs to `MeService`, for invalidation.
+    pub me: bool,
+    /// The request message, protobuf-encoded (deterministic: request messages have no maps).
+    pub request: Box<[u8]>,
+}
+
+/// A cached answer.
+#[derive(Clone)]
+pub struct Cached {
+    /// The decoded response message.
+    pub message: SharedMessage,
+    /// Its protobuf-encoded length, for the weigher.
+    pub encoded_len: usize,
+    ttl: Duration,
+    load_epoch: u64,
+}
+
+impl fmt::Debug for Cached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cached")
+            .field("encoded_len", &self.encoded_len)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// How the caller asked the cache to behave (`cache-control` metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directive {
+    /// Use the cache.
+    Default,
+    /// `no-cache`: do not read the cache; fetch, and store the fresh answer.
+    NoCache,
+    /// `no-store`: neither read nor write the cache.
+    NoStore,
+}
+
+impl Directive {
+    /// Reads the `cache-control` metadata.
+    pub fn from_metadata(metadata: &MetadataMap) -> Directive {
+        let mut directive = Directive::Default;
+        for value in metadata
+            .get_all("cache-control")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("no-store") {
+                    return Directive::NoStore;
+                }
+                if token.eq_ignore_ascii_case("no-cache") {
+                    directive = Directive::NoCache;
+                }
+            }
+        }
+        directive
+    }
+}
+
+/// What the cache did for one call (the `x-cache` response metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the cache.
+    Hit,
+    /// Fetched from the upstream (possibly shared with identical concurrent calls).
+    Miss,
+    /// The cache was not read (`cache-control`, or caching disabled for the RPC).
+    Bypass,
+}
+
+impl Outcome {
+    /// The `x-cache` metadata value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+        }
+    }
+}
+
+/// The cache's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// Bound on the weighted size (key + encoded answer + overhead per entry).
+    pub max_bytes: u64,
+    /// Time to live of usage reads; zero disables caching them.
+    pub usage_ttl: Duration,
+    /// Time to live of entities and lists; zero disables caching them.
+    pub entity_ttl: Duration,
+}
+
+impl CachePolicy {
+    /// The time to live of a class; `None` when it is not cached.
+    pub fn ttl(&self, class: CacheClass) -> Option<Duration> {
+        let ttl = match class {
+            CacheClass::Never => return None,
+            CacheClass::Usage => self.usage_ttl,
+            CacheClass::Entity => self.entity_ttl,
+        };
+        (!ttl.is_zero() && self.max_bytes > 0).then_some(ttl)
+    }
+}
+
+/// Counters kept for metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Calls answered from the cache.
+    pub hits: AtomicU64,
+    /// Calls that ran an upstream load.
+    pub misses: AtomicU64,
+    /// Calls that waited for another call's identical load instead of calling upstream.
+    pub coalesced: AtomicU64,
+    /// Entries evicted to stay within the byte bound.
+    pub evictions: AtomicU64,
+    /// Entries that expired.
+    pub expirations: AtomicU64,
+    /// Invalidations applied after writes.
+    pub invalidations: AtomicU64,
+}
+
+/// A snapshot of the cache's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheFigures {
+    /// See [`CacheStats::hits`].
+    pub hits: u64,
+    /// See [`CacheStats::misses`].
+    pub misses: u64,
+    /// See [`CacheStats::coalesced`].
+    pub coalesced: u64,
+    /// See [`CacheStats::evictions`].
+    pub evictions: u64,
+    /// See [`CacheStats::expirations`].
+    pub expirations: u64,
+    /// See [`CacheStats::invalidations`].
+    pub invalidations: u64,
+    /// Entries now (approximate until pending maintenance runs).
+    pub entries: u64,
+    /// Weighted size now, in bytes.
+    pub weighted_bytes: u64,
+}
+
+type LoadResult = Result<Cached, Arc<GatewayError>>;
+type SharedLoad = Shared<BoxFuture<'static, LoadResult>>;
+
+/// Why a coalesced load produced no cache entry.
+enum LoadFailure {
+    Failed(Arc<GatewayError>),
+    /// Answered, but an invalidation overlapped the load: served, never stored.
+    Uncacheable(Cached),
+}
+
+/// The read cache.
+pub struct ResponseCache {
+    entries: Cache<CacheKey, Cached>,
+    inflight: Arc<Mutex<HashMap<CacheKey, SharedLoad>>>,
+    hmac_key: [u8; 32],
+    epoch: AtomicU64,
+    stats: Arc<CacheStats>,
+    policy: CachePolicy,
+}
+
+impl fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<CacheKey, Cached> for PerEntryTtl {
+    fn expire_after_create(&self, _: &CacheKey, value: &Cached, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &Cached,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl ResponseCache {
+    /// An empty cache with a fresh random HMAC key.
+    pub fn new(policy: CachePolicy) -> ResponseCache {
+        let stats = Arc::new(CacheStats::default());
+        let listener_stats = Arc::clone(&stats);
+        let entries = Cache::builder()
+            .max_capacity(policy.max_bytes)
+            .weigher(|key: &CacheKey, value: &Cached| {
+                let bytes = key.request.len() + value.encoded_len + size_of::<CacheKey>();
+                u32::try_from(bytes)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(ENTRY_OVERHEAD_BYTES)
+            })
+            .expire_after(PerEntryTtl)
+            .support_invalidation_closures()
+            .eviction_listener(move |_, _, cause| {
+                let counter = match cause {
+                    RemovalCause::Size => &listener_stats.evictions,
+                    RemovalCause::Expired => &listener_stats.expirations,
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            })
+            .build();
+        ResponseCache {
+            entries,
+            inflight: Arc::default(),
+            hmac_key: rand::random(),
+            epoch: AtomicU64::new(0),
+            stats,
+            policy,
+        }
+    }
+
+    /// The cache's settings.
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
+    }
+
+    /// The caller's identity for keys: a keyed hash of the whole `authorization` value.
+    pub fn token_id(&self, authorization: &[u8]) -> TokenId {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hmac_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(authorization);
+        TokenId(mac.finalize().into_bytes().into())
+    }
+
+    /// Answers from the cache, or runs a load made by `make_load` (once for all identical
+    /// concurrent callers) and stores its answer for `ttl`.
+    pub async fn get_or_load<M, F>(
+        &self,
+        key: CacheKey,
+        ttl: Duration,
+        directive: Directive,
+        make_load: M,
+    ) -> Result<(SharedMessage, Outcome), Arc<GatewayError>>
+    where
+        M: Fn() -> F,
+        F: Future<Output = Result<(SharedMessage, usize), GatewayError>> + Send + 'static,
+    {
+        let start_epoch = self.epoch.load(Ordering::Acquire);
+        let load = || {
+            let load = make_load();
+            async move {
+                let (message, encoded_len) = load.await.map_err(Arc::new)?;
+                Ok(Cached {
+                    message,
+                    encoded_len,
+                    ttl,
+                    load_epoch: start_epoch,
+                })
+            }
+        };
+        match directive {
+            Directive::NoStore => {
+                let cached = load().await?;
+                Ok((cached.message, Outcome::Bypass))
+            }
+            Directive::NoCache => {
+                let cached = load().await?;
+                self.store_unless_invalidated(key, cached.clone(), start_epoch)
+                    .await;
+                Ok((cached.message, Outcome::Bypass))
+            }
+            Directive::Default => {
+                if let Some(hit) = self.entries.get(&key).await {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok((hit.message, Outcome::Hit));
+                }
+                let cached = self
+                    .load_coalesced(key.clone(), start_epoch, load())
+                    .await?;
+                if cached.load_epoch < start_epoch {
+                    // This call joined a load that began before a write it came after: that
+                    // answer may predate the write, so fetch afresh (read-your-writes).
+                    let fresh = load().await?;
+                    self.store_unless_invalidated(key, fresh.clone(), start_epoch)
+                        .await;
+                    return Ok((fresh.message, Outcome::Miss));
+                }
+                Ok((cached.message, Outcome::Miss))
+            }
+        }
+    }
+
+    async fn load_coalesced<F>(
+        &self,
+        key: CacheKey,
+        start_epoch: u64,
+        load: F,
+    ) -> Result<Cached, Arc<GatewayError>>
+    where
+        F: Future<Output = LoadResult> + Send + 'static,
+    {
+        let ran = AtomicBool::new(false);
+        let init = async {
+            ran.store(true, Ordering::Relaxed);
+            let cached = self
+                .join_or_spawn(&key, load)
+                .await
+                .map_err(LoadFailure::Failed)?;
+            if self.epoch.load(Ordering::Acquire) == start_epoch {
+                Ok(cached)
+            } else {
+                Err(LoadFailure::Uncacheable(cached))
+            }
+        };
+        let result = self.entries.try_get_with(key.clone(), init).await;
+        let counter = if ran.load(Ordering::Relaxed) {
+            &self.stats.misses
+        } else {
+            &self.stats.coalesced
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(cached) => Ok(cached),
+            Err(failure) => match &*failure {
+                LoadFailure::Failed(error) => Err(Arc::clone(error)),
+                LoadFailure::Uncacheable(cached) => Ok(cached.clone()),
+            },
+        }
+    }
+
+    /// The in-flight load for `key`, or a new detached one running `load`.
+    fn join_or_spawn<F>(&self, key: &CacheKey, load: F) -> SharedLoad
+    where
+        F: Future<Output = LoadResult> + Send + 'static,
+    {
+        let Ok(mut inflight) = self.inflight.lock() else {
+            return load.boxed().shared();
+        };
+        if let Some(existing) = inflight.get(key) {
+            return existing.clone();
+        }
+        let registry = Arc::clone(&self.inflight);
+        let registered = key.clone();
+        let task = tokio::spawn(async move {
+            let result = load.await;
+            if let Ok(mut inflight) = registry.lock() {
+                inflight.remove(&registered);
+            }
+            result
+        });
+        let shared = task
+            .map(|joined| {
+                joined.unwrap_or_else(|error| {
+                    Err(Arc::new(GatewayError::Internal(format!(
+                        "upstream load task failed: {error}"
+                    ))))
+                })
+            })
+            .boxed()
+            .shared();
+        inflight.insert(key.clone(), shared.clone());
+        shared
+    }
+
+    async fn store_unless_invalidated(&self, key: CacheKey, cached: Cached, start_epoch: u64) {
+        if self.epoch.load(Ordering::Acquire) == start_epoch {
+            self.entries.insert(key, cached).await;
+        }
+    }
+
+    /// Drops every entry matching `predicate`, for every token, and keeps loads in flight from
+    /// storing answers that may predate the change.
+    pub fn invalidate(&self, predicate: impl Fn(&CacheKey) -> bool + Send + Sync + 'static) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut inflight) = self.inflight.lock() {
+            inflight.retain(|key, _| !predicate(key));
+        }
+        // Only fails when closures are disabled, and they are enabled in `new`.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |key, _| predicate(key));
+    }
+
+    /// The current figures.
+    pub fn figures(&self) -> CacheFigures {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CacheFigures {
+            hits: load(&self.stats.hits),
+            misses: load(&self.stats.misses),
+            coalesced: load(&self.stats.coalesced),
+            evictions: load(&self.stats.evictions),
+            expirations: load(&self.stats.expirations),
+            invalidations: load(&self.stats.invalidations),
+            entries: self.entries.entry_count(),
+            weighted_bytes: self.entries.weighted_size(),
+        }
+    }
+
+    /// Runs moka's pending maintenance (evictions, expirations, invalidations) now.
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+}
