@@ -16,7 +16,7 @@ use crate::{
     config::Settings,
     error::GatewayError,
     json::{self, UpstreamJson},
-    routes::{self, Invalidation, Route, Service},
+    routes::{self, CacheClass, Invalidation, Route, Service},
     upstream::{self, UpstreamClient, UpstreamConfigError, UpstreamRequest},
 };
 
@@ -111,7 +111,7 @@ impl Gateway {
                 timeout,
             )
             .await;
-            if !route.is_read() && result.as_ref().is_ok_or_outcome_unknown() {
+            if !route.invalidates.is_empty() && result.as_ref().is_ok_or_outcome_unknown() {
                 self.invalidate(
                     route,
                     cache.token_id(authorization.as_bytes()),
@@ -119,7 +119,10 @@ impl Gateway {
                 );
             }
             let answer = result?;
-            return Ok((answer, route.is_read().then_some(Outcome::Bypass)));
+            return Ok((
+                answer,
+                (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
+            ));
         };
 
         let key = CacheKey {

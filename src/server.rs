@@ -3,8 +3,7 @@
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -82,7 +81,7 @@ pub async fn serve_gateway(
         .add_service(MeServiceServer::new(MeHandler(gateway.clone())))
         .add_service(OrgServiceServer::new(OrgHandler(gateway.clone())))
         .add_service(InstanceOrgServiceServer::new(InstanceOrgHandler(gateway)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }
@@ -95,4 +94,12 @@ pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
             addr: settings.listen,
             source,
         })
+}
+
+/// Accepted connections, with Nagle's algorithm off (unary RPCs are latency-bound: a response
+/// split across writes must not wait for a delayed ACK) and TCP keep-alive on.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
