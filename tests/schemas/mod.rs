@@ -79,65 +79,90 @@ pub fn inventory(schema: &str) -> &'static [&'static str] {
         .1
 }
 
-/// The property paths `json` fills, in the inventory's notation; `maps` names the paths (without
-/// their `{}`) whose objects are free-keyed maps. Empty arrays and maps are reported in `empty`.
-fn walk(
-    json: &Value,
-    prefix: &str,
-    maps: &BTreeSet<String>,
-    found: &mut BTreeSet<String>,
-    empty: &mut Vec<String>,
-) {
-    if let Value::Object(object) = json {
-        for (key, value) in object {
-            let path = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            walk_property(value, path, maps, found, empty);
+/// Collects the property paths a JSON document fills, in the inventory's notation.
+struct Walker<'a> {
+    /// The paths (without their `{}`) whose objects are free-keyed maps.
+    maps: &'a BTreeSet<String>,
+    /// Whether to look only at the first item of every array.
+    first_items_only: bool,
+    found: BTreeSet<String>,
+    /// Arrays and maps with no entry.
+    empty: Vec<String>,
+}
+
+impl Walker<'_> {
+    fn document(&mut self, json: &Value) {
+        match json {
+            Value::Array(items) => self.array(items, "[]".to_string()),
+            other => self.object(other, ""),
+        }
+    }
+
+    fn object(&mut self, json: &Value, prefix: &str) {
+        if let Value::Object(object) = json {
+            for (key, value) in object {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                self.property(value, path);
+            }
+        }
+    }
+
+    fn array(&mut self, items: &[Value], path: String) {
+        if items.is_empty() {
+            self.empty.push(path.clone());
+        }
+        let take = if self.first_items_only {
+            1
+        } else {
+            items.len()
+        };
+        for item in items.iter().take(take) {
+            self.object(item, &path);
+        }
+        self.found.insert(path);
+    }
+
+    fn property(&mut self, value: &Value, path: String) {
+        match value {
+            Value::Array(items) => self.array(items, format!("{path}[]")),
+            Value::Object(entries) if self.maps.contains(&path) => {
+                let path = format!("{path}{{}}");
+                if entries.is_empty() {
+                    self.empty.push(path.clone());
+                }
+                self.found.insert(path);
+            }
+            Value::Object(_) => {
+                self.object(value, &path);
+                self.found.insert(path);
+            }
+            _ => {
+                self.found.insert(path);
+            }
         }
     }
 }
 
-fn walk_property(
-    value: &Value,
-    path: String,
-    maps: &BTreeSet<String>,
-    found: &mut BTreeSet<String>,
-    empty: &mut Vec<String>,
-) {
-    match value {
-        Value::Array(items) => {
-            let path = format!("{path}[]");
-            if items.is_empty() {
-                empty.push(path.clone());
-            }
-            for item in items {
-                walk(item, &path, maps, found, empty);
-            }
-            found.insert(path);
-        }
-        Value::Object(entries) if maps.contains(&path) => {
-            let path = format!("{path}{{}}");
-            if entries.is_empty() {
-                empty.push(path.clone());
-            }
-            found.insert(path);
-        }
-        Value::Object(_) => {
-            walk(value, &path, maps, found, empty);
-            found.insert(path);
-        }
-        _ => {
-            found.insert(path);
-        }
-    }
+/// How a fixture departs from its schema's inventory.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Gaps {
+    /// Inventory paths the fixture does not fill.
+    pub missing: Vec<String>,
+    /// Inventory paths that no *first* array item fills (every array's first item is meant to
+    /// be complete, recursively).
+    pub missing_from_first_items: Vec<String>,
+    /// Paths the fixture fills that the schema does not have.
+    pub unknown: Vec<String>,
+    /// Arrays and free-keyed maps the fixture leaves empty.
+    pub empty: Vec<String>,
 }
 
-/// Checks that `json` fills every path of `schema`'s inventory (arrays and maps non-empty) and
-/// no path outside it; panics with the differences.
-pub fn assert_covers_inventory(schema: &str, json: &Value) {
+/// Compares the paths `json` fills with the inventory of `schema`.
+pub fn inventory_gaps(schema: &str, json: &Value) -> Gaps {
     let expected: BTreeSet<String> = inventory(schema).iter().map(|p| p.to_string()).collect();
     assert_eq!(
         expected.len(),
@@ -148,24 +173,41 @@ pub fn assert_covers_inventory(schema: &str, json: &Value) {
         .iter()
         .filter_map(|p| p.strip_suffix("{}").map(str::to_string))
         .collect();
-    let mut found = BTreeSet::new();
-    let mut empty = Vec::new();
-    match json {
-        Value::Array(items) => {
-            if items.is_empty() {
-                empty.push("[]".to_string());
-            }
-            found.insert("[]".to_string());
-            for item in items {
-                walk(item, "[]", &maps, &mut found, &mut empty);
-            }
-        }
-        other => walk(other, "", &maps, &mut found, &mut empty),
+    let walk = |first_items_only| {
+        let mut walker = Walker {
+            maps: &maps,
+            first_items_only,
+            found: BTreeSet::new(),
+            empty: Vec::new(),
+        };
+        walker.document(json);
+        walker
+    };
+    let all = walk(false);
+    let first = walk(true);
+    let mut empty = all.empty;
+    empty.sort();
+    let missing: Vec<String> = expected.difference(&all.found).cloned().collect();
+    Gaps {
+        missing_from_first_items: expected
+            .difference(&first.found)
+            .filter(|p| !missing.contains(p))
+            .cloned()
+            .collect(),
+        missing,
+        unknown: all.found.difference(&expected).cloned().collect(),
+        empty,
     }
-    let missing: Vec<&String> = expected.difference(&found).collect();
-    let unknown: Vec<&String> = found.difference(&expected).collect();
-    assert!(
-        missing.is_empty() && unknown.is_empty() && empty.is_empty(),
-        "fixture {schema}: missing paths {missing:?}; paths outside the schema {unknown:?}; empty arrays/maps {empty:?}"
+}
+
+/// Checks that `json` fills every path of `schema`'s inventory (arrays and maps non-empty, the
+/// first item of every array complete) and no path outside it; panics with the differences.
+#[track_caller]
+pub fn assert_covers_inventory(schema: &str, json: &Value) {
+    let gaps = inventory_gaps(schema, json);
+    assert_eq!(
+        gaps,
+        Gaps::default(),
+        "fixture {schema} departs from the schema"
     );
 }
