@@ -25,7 +25,7 @@ use crate::{
 /// The global query parameters every official client adds.
 pub const GLOBAL_QUERY: &str = "_actions=false&_links=true&_embedded=true";
 
-/// What `encodeURIComponent`-style encoders (the JavaScript client's `qs`) leave as-is.
+/// What RFC 3986 query encoding (the JavaScript client's `qs`) leaves as-is: `A-Za-z0-9-._~`.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
@@ -82,6 +82,12 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
             let Some(body) = fields.get("body").filter(|b| b.is_object()) else {
                 return Err(GatewayError::invalid("body", "is required"));
             };
+            if let Some(path) = null_path(body, "body") {
+                return Err(GatewayError::invalid(
+                    path,
+                    "is set but empty (a oneof with no member)",
+                ));
+            }
             for required in spec.required_fields {
                 if body.get(required).is_none_or(Value::is_null) {
                     return Err(GatewayError::invalid(
@@ -101,6 +107,22 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
         path_and_query: format!("{path}?{query}"),
         body,
     })
+}
+
+/// The first null in a body: pbjson writes none but for a `DisabledAt` whose oneof is unset,
+/// which the upstream would refuse.
+fn null_path(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::Null => Some(path.to_string()),
+        Value::Object(object) => object
+            .iter()
+            .find_map(|(key, v)| null_path(v, &format!("{path}.{}", field_name(key)))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| null_path(v, &format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// The query text of one parameter; `None` when the caller left it out.
@@ -460,6 +482,12 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "invalid `body.name`: is required"
+        );
+        assert_eq!(
+            resolve(&routes::INSTANCE_ORG_PATCH, &json!({"instanceId": "575ed6e87ae143cd83dc4aa8", "orgId": "575ed6e87ae143cd83dc4aa8", "body": {"disabledAt": null}}))
+                .unwrap_err()
+                .to_string(),
+            "invalid `body.disabled_at`: is set but empty (a oneof with no member)"
         );
         let call = resolve(&routes::ORG_CREATE, &json!({"body": {"name": "x"}})).unwrap();
         assert_eq!(call.body.as_deref(), Some(&br#"{"name":"x"}"#[..]));
