@@ -25,7 +25,7 @@ use futures_util::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, Mac, digest::KeyInit};
 use moka::{future::Cache, notification::RemovalCause};
 use sha2::Sha256;
 use tonic::metadata::MetadataMap;
@@ -69,13 +69,32 @@ pub struct CacheKey {
     pub request: Box<[u8]>,
 }
 
-/// A cached answer.
+/// What one upstream load produced.
 #[derive(Clone)]
-pub struct Cached {
+pub struct Fetched {
     /// The decoded response message.
     pub message: SharedMessage,
     /// Its protobuf-encoded length, for the weigher.
     pub encoded_len: usize,
+    /// The upstream's HTTP status.
+    pub upstream_status: u16,
+}
+
+/// What a call got from [`ResponseCache::get_or_load`].
+#[derive(Clone)]
+pub struct Served {
+    /// The decoded response message.
+    pub message: SharedMessage,
+    /// What the cache did.
+    pub outcome: Outcome,
+    /// The upstream's HTTP status, when this call's answer came from an upstream call.
+    pub upstream_status: Option<u16>,
+}
+
+/// A cached answer.
+#[derive(Clone)]
+struct Cached {
+    fetched: Fetched,
     ttl: Duration,
     load_epoch: u64,
 }
@@ -83,7 +102,7 @@ pub struct Cached {
 impl fmt::Debug for Cached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
-            .field("encoded_len", &self.encoded_len)
+            .field("encoded_len", &self.fetched.encoded_len)
             .field("ttl", &self.ttl)
             .finish()
     }
@@ -185,7 +204,7 @@ pub struct CacheStats {
 }
 
 /// A snapshot of the cache's figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheFigures {
     /// See [`CacheStats::hits`].
     pub hits: u64,
@@ -219,7 +238,8 @@ enum LoadFailure {
 pub struct ResponseCache {
     entries: Cache<CacheKey, Cached>,
     inflight: Arc<Mutex<HashMap<CacheKey, SharedLoad>>>,
-    hmac_key: [u8; 32],
+    /// Keyed once with a per-process random key; cloned per call.
+    hmac: Hmac<Sha256>,
     epoch: AtomicU64,
     stats: Arc<CacheStats>,
     policy: CachePolicy,
@@ -259,7 +279,7 @@ impl ResponseCache {
         let entries = Cache::builder()
             .max_capacity(policy.max_bytes)
             .weigher(|key: &CacheKey, value: &Cached| {
-                let bytes = key.request.len() + value.encoded_len + size_of::<CacheKey>();
+                let bytes = key.request.len() + value.fetched.encoded_len + size_of::<CacheKey>();
                 u32::try_from(bytes)
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD_BYTES)
@@ -278,7 +298,7 @@ impl ResponseCache {
         ResponseCache {
             entries,
             inflight: Arc::default(),
-            hmac_key: rand::random(),
+            hmac: <Hmac<Sha256> as KeyInit>::new(&rand::random::<[u8; 64]>().into()),
             epoch: AtomicU64::new(0),
             stats,
             policy,
@@ -292,8 +312,7 @@ impl ResponseCache {
 
     /// The caller's identity for keys: a keyed hash of the whole `authorization` value.
     pub fn token_id(&self, authorization: &[u8]) -> TokenId {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hmac_key)
-            .expect("HMAC takes keys of any length");
+        let mut mac = self.hmac.clone();
         mac.update(authorization);
         TokenId(mac.finalize().into_bytes().into())
     }
@@ -306,39 +325,40 @@ impl ResponseCache {
         ttl: Duration,
         directive: Directive,
         make_load: M,
-    ) -> Result<(SharedMessage, Outcome), Arc<GatewayError>>
+    ) -> Result<Served, Arc<GatewayError>>
     where
         M: Fn() -> F,
-        F: Future<Output = Result<(SharedMessage, usize), GatewayError>> + Send + 'static,
+        F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
         let start_epoch = self.epoch.load(Ordering::Acquire);
         let load = || {
             let load = make_load();
             async move {
-                let (message, encoded_len) = load.await.map_err(Arc::new)?;
+                let fetched = load.await.map_err(Arc::new)?;
                 Ok(Cached {
-                    message,
-                    encoded_len,
+                    fetched,
                     ttl,
                     load_epoch: start_epoch,
                 })
             }
         };
+        let served = |cached: Cached, outcome| Served {
+            message: cached.fetched.message,
+            outcome,
+            upstream_status: (outcome != Outcome::Hit).then_some(cached.fetched.upstream_status),
+        };
         match directive {
-            Directive::NoStore => {
-                let cached = load().await?;
-                Ok((cached.message, Outcome::Bypass))
-            }
+            Directive::NoStore => Ok(served(load().await?, Outcome::Bypass)),
             Directive::NoCache => {
                 let cached = load().await?;
                 self.store_unless_invalidated(key, cached.clone(), start_epoch)
                     .await;
-                Ok((cached.message, Outcome::Bypass))
+                Ok(served(cached, Outcome::Bypass))
             }
             Directive::Default => {
                 if let Some(hit) = self.entries.get(&key).await {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((hit.message, Outcome::Hit));
+                    return Ok(served(hit, Outcome::Hit));
                 }
                 let cached = self
                     .load_coalesced(key.clone(), start_epoch, load())
@@ -349,9 +369,9 @@ impl ResponseCache {
                     let fresh = load().await?;
                     self.store_unless_invalidated(key, fresh.clone(), start_epoch)
                         .await;
-                    return Ok((fresh.message, Outcome::Miss));
+                    return Ok(served(fresh, Outcome::Miss));
                 }
-                Ok((cached.message, Outcome::Miss))
+                Ok(served(cached, Outcome::Miss))
             }
         }
     }

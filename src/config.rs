@@ -76,6 +76,12 @@ pub struct Settings {
     /// Address the gRPC server listens on.
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
+    /// Address of the admin listener (Prometheus `/metrics`, `/healthz`).
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// Log format: `auto` (JSON unless stdout is a terminal), `json` or `text`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log_format: crate::telemetry::LogFormat,
     /// Base URL of the upstream REST API (`https://api.losant.com` is the same API).
     #[arg(long, default_value = "https://api.app.wnology.io")]
     pub upstream_url: String,
@@ -120,6 +126,7 @@ impl Settings {
     pub fn for_upstream(upstream_url: impl Into<String>) -> Settings {
         let mut settings = Cli::parse_from(["wnology-gateway"]).settings;
         settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.upstream_url = upstream_url.into();
         settings
     }

@@ -104,8 +104,25 @@ impl GatewayError {
         self.to_status()
     }
 
+    /// The HTTP status the upstream answered, when this is an upstream HTTP error.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            GatewayError::Upstream(upstream) => Some(upstream.status),
+            _ => None,
+        }
+    }
+
+    /// The gRPC status with its rich details and a `google.rpc.RequestInfo` naming the request.
+    pub fn to_status_with_request_id(&self, request_id: &str) -> Status {
+        self.status(Some(request_id))
+    }
+
     /// The gRPC status, with its rich details.
     pub fn to_status(&self) -> Status {
+        self.status(None)
+    }
+
+    fn status(&self, request_id: Option<&str>) -> Status {
         let code = self.code();
         let message = self.to_string();
         let mut details = ErrorDetails::new();
@@ -135,6 +152,9 @@ impl GatewayError {
                 details.set_error_info(local_reason(other), GATEWAY_DOMAIN, HashMap::new());
             }
         }
+        if let Some(request_id) = request_id {
+            details.set_request_info(request_id, "");
+        }
         Status::with_error_details(code, message, details)
     }
 }
@@ -157,6 +177,29 @@ fn local_reason(error: &GatewayError) -> &'static str {
         GatewayError::ResponseTooLarge { .. } => "UPSTREAM_RESPONSE_TOO_LARGE",
         GatewayError::BadResponse { .. } => "UPSTREAM_BAD_RESPONSE",
         GatewayError::Internal(_) => "INTERNAL",
+    }
+}
+
+/// The canonical name of a gRPC code, `NOT_FOUND`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -1,28 +1,44 @@
 //! The one wrapper every RPC goes through: authenticate, validate and resolve the route, answer
-//! from the cache or call the upstream within the caller's deadline, decode the answer, and
-//! invalidate what a write changed.
+//! from the cache or call the upstream within the caller's deadline, decode the answer,
+//! invalidate what a write changed; and around all of it the server span, the metrics, the
+//! request id and the access log.
 
-use std::{sync::Arc, time::Duration};
-
-use serde_json::Value;
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use http::HeaderValue;
 use prost_reflect::{DynamicMessage, Kind};
 use serde::Serialize;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use serde_json::Value;
+use tonic::{
+    Code, Request, Response, Status,
+    metadata::{AsciiMetadataValue, MetadataMap},
+};
+use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    cache::{CacheKey, CachePolicy, Directive, Outcome, ResponseCache, SharedMessage, TokenId},
+    cache::{
+        CacheKey, CachePolicy, Directive, Fetched, Outcome, ResponseCache, SharedMessage, TokenId,
+    },
     config::Settings,
-    error::GatewayError,
+    error::{GatewayError, code_name},
     json::{self, UpstreamJson},
+    metrics::{Metrics, RpcLabels},
     routes::{self, CacheClass, Invalidation, Route, Service},
+    telemetry,
     upstream::{self, UpstreamClient, UpstreamConfigError, UpstreamRequest},
 };
 
 /// Taken off the caller's deadline so that the gateway's own timer fires first and the caller
 /// hears DEADLINE_EXCEEDED from the gateway rather than a transport-level cancellation.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// The metadata that carries the request id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// The shared state behind every RPC. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -35,29 +51,50 @@ struct Inner {
     upstream: UpstreamClient,
     upstream_timeout: Duration,
     cache: ResponseCache,
+    metrics: Arc<Metrics>,
+}
+
+/// What a served call produced, besides its message.
+struct Answer<Resp> {
+    message: Resp,
+    cache: Option<Outcome>,
+    upstream_status: Option<u16>,
 }
 
 impl Gateway {
     /// Builds the gateway from its settings.
     pub fn new(settings: &Settings) -> Result<Gateway, UpstreamConfigError> {
-        let upstream = UpstreamClient::new(settings)?;
+        let metrics = Arc::new(Metrics::new());
+        let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?;
         let cache = ResponseCache::new(CachePolicy {
             max_bytes: settings.cache_max_bytes,
             usage_ttl: settings.cache_usage_ttl,
             entity_ttl: settings.cache_entity_ttl,
         });
-        Ok(Gateway {
-            inner: Arc::new(Inner {
-                upstream,
-                upstream_timeout: settings.upstream_timeout,
-                cache,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            upstream,
+            upstream_timeout: settings.upstream_timeout,
+            cache,
+            metrics,
+        });
+        let observed = Arc::downgrade(&inner);
+        inner.metrics.observe_cache(move || {
+            observed
+                .upgrade()
+                .map(|inner| inner.cache.figures())
+                .unwrap_or_default()
+        });
+        Ok(Gateway { inner })
     }
 
     /// The read cache.
     pub fn cache(&self) -> &ResponseCache {
         &self.inner.cache
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     /// Serves one RPC by its route.
@@ -70,18 +107,89 @@ impl Gateway {
         Req: prost::Message + prost::Name + Serialize + Default,
         Resp: UpstreamJson + Clone + Send + Sync + 'static,
     {
+        let started = Instant::now();
         let (metadata, _, message) = request.into_parts();
-        match self.call_parts(route, &metadata, &message).await {
-            Ok((answer, outcome)) => {
-                let mut response = Response::new(answer);
-                if let Some(outcome) = outcome {
+        let request_id = RequestId::from_metadata(&metadata);
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %route.full_method(),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            "rpc.system.name" = "grpc",
+            "rpc.method" = %route.full_method(),
+            "rpc.response.status_code" = Empty,
+            "wnology.cache.result" = Empty,
+            "wnology.request_id" = %request_id,
+        );
+        if telemetry::exporting() {
+            let _ = span.set_parent(telemetry::extract_context(&metadata));
+        }
+        let in_flight = self.inner.metrics.in_flight();
+        let result = self
+            .call_parts(route, &metadata, &message)
+            .instrument(span.clone())
+            .await;
+        drop(in_flight);
+
+        let elapsed = started.elapsed();
+        let code = result
+            .as_ref()
+            .map_or_else(|error| error.code(), |_| Code::Ok);
+        span.record("rpc.response.status_code", code_name(code));
+        if is_server_error(code) {
+            span.record("otel.status_code", "ERROR");
+            if let Err(error) = &result {
+                span.record("otel.status_description", tracing::field::display(error));
+            }
+        }
+        let (cache, upstream_status) = match &result {
+            Ok(answer) => (answer.cache, answer.upstream_status),
+            Err(error) => (None, error.upstream_status()),
+        };
+        if let Some(cache) = cache {
+            span.record("wnology.cache.result", cache.as_str());
+        }
+        self.inner.metrics.rpc(
+            RpcLabels {
+                service: route.service.grpc_name(),
+                method: route.rpc,
+                code: code_name(code),
+            },
+            elapsed,
+        );
+        tracing::info!(
+            target: "wnology_gateway::access",
+            parent: &span,
+            rpc = %route.full_method(),
+            code = code_name(code),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            cache = cache.map_or("-", Outcome::as_str),
+            upstream_status = %OptionalStatus(upstream_status),
+            request_id = %request_id,
+            "rpc",
+        );
+
+        match result {
+            Ok(answer) => {
+                let mut response = Response::new(answer.message);
+                response
+                    .metadata_mut()
+                    .insert(REQUEST_ID, request_id.to_metadata());
+                if let Some(outcome) = answer.cache {
                     response
                         .metadata_mut()
-                        .insert("x-cache", http_value(outcome.as_str()));
+                        .insert("x-cache", AsciiMetadataValue::from_static(outcome.as_str()));
                 }
                 Ok(response)
             }
-            Err(error) => Err(error.to_status()),
+            Err(error) => {
+                let mut status = error.to_status_with_request_id(request_id.as_str());
+                status
+                    .metadata_mut()
+                    .insert(REQUEST_ID, request_id.to_metadata());
+                Err(status)
+            }
         }
     }
 
@@ -90,7 +198,7 @@ impl Gateway {
         route: &'static Route,
         metadata: &MetadataMap,
         message: &Req,
-    ) -> Result<(Resp, Option<Outcome>), Arc<GatewayError>>
+    ) -> Result<Answer<Resp>, Arc<GatewayError>>
     where
         Req: prost::Message + prost::Name + Serialize + Default,
         Resp: UpstreamJson + Clone + Send + Sync + 'static,
@@ -98,19 +206,30 @@ impl Gateway {
         let authorization = bearer_authorization(metadata)?;
         let request_json =
             json::to_json_value(message).map_err(|e| unencodable_request(message, e))?;
-        let upstream_request = upstream::resolve(route, &request_json)?;
+        let upstream_request = Arc::new(upstream::resolve(route, &request_json)?);
         let timeout = upstream_timeout(metadata, self.inner.upstream_timeout);
+        let trace = Arc::new(if telemetry::exporting() {
+            Vec::new()
+        } else {
+            telemetry::caller_trace_headers(metadata)
+        });
         let cache = &self.inner.cache;
+        let inner = &self.inner;
+        let make_load = || {
+            let (inner, request, authorization, trace) = (
+                Arc::clone(inner),
+                Arc::clone(&upstream_request),
+                authorization.clone(),
+                Arc::clone(&trace),
+            );
+            // A load may run detached, for several callers: it stays in the span of the call
+            // that started it.
+            let span = tracing::Span::current();
+            async move { load::<Resp>(&inner, route, &request, &authorization, &trace, timeout).await }.instrument(span)
+        };
 
         let Some(ttl) = cache.policy().ttl(route.cache) else {
-            let result = load::<Resp>(
-                &self.inner,
-                route,
-                &upstream_request,
-                &authorization,
-                timeout,
-            )
-            .await;
+            let result = make_load().await;
             if !route.invalidates.is_empty() && result.as_ref().is_ok_or_outcome_unknown() {
                 self.invalidate(
                     route,
@@ -118,11 +237,12 @@ impl Gateway {
                     &request_json,
                 );
             }
-            let answer = result?;
-            return Ok((
-                answer,
-                (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
-            ));
+            let fetched = result?;
+            return Ok(Answer {
+                message: downcast::<Resp>(route, &fetched.message)?,
+                cache: (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
+                upstream_status: Some(fetched.upstream_status),
+            });
         };
 
         let key = CacheKey {
@@ -132,31 +252,17 @@ impl Gateway {
             me: route.service == Service::Me,
             request: message.encode_to_vec().into_boxed_slice(),
         };
-        let make_load = || {
-            let (inner, request, authorization) = (
-                Arc::clone(&self.inner),
-                upstream_request.clone(),
-                authorization.clone(),
-            );
-            async move {
-                let answer = load::<Resp>(&inner, route, &request, &authorization, timeout).await?;
-                let encoded_len = answer.encoded_len();
-                Ok((Arc::new(answer) as SharedMessage, encoded_len))
-            }
-        };
         // Bounded by this caller's own deadline too: a waiter must not outlive it while
         // another caller's load is in flight.
         let cached = cache.get_or_load(key, ttl, Directive::from_metadata(metadata), make_load);
-        let (shared, outcome) = tokio::time::timeout(timeout, cached)
+        let served = tokio::time::timeout(timeout, cached)
             .await
             .unwrap_or(Err(Arc::new(GatewayError::DeadlineExceeded)))?;
-        let answer = shared.downcast_ref::<Resp>().cloned().ok_or_else(|| {
-            GatewayError::Internal(format!(
-                "cached answer of {} has another type",
-                route.action
-            ))
-        })?;
-        Ok((answer, Some(outcome)))
+        Ok(Answer {
+            message: downcast::<Resp>(route, &served.message)?,
+            cache: Some(served.outcome),
+            upstream_status: served.upstream_status,
+        })
     }
 
     /// Drops what a write on `route` made stale.
@@ -186,20 +292,40 @@ impl Gateway {
 }
 
 /// Calls the upstream and decodes its answer.
-async fn load<Resp: UpstreamJson>(
+async fn load<Resp: UpstreamJson + Send + Sync + 'static>(
     inner: &Inner,
     route: &'static Route,
     request: &UpstreamRequest,
     authorization: &HeaderValue,
+    trace: &[(http::HeaderName, HeaderValue)],
     timeout: Duration,
-) -> Result<Resp, GatewayError> {
-    let body = inner
+) -> Result<Fetched, GatewayError> {
+    let response = inner
         .upstream
-        .send(route, request, authorization, timeout)
+        .send(route, request, authorization, trace, timeout)
         .await?;
-    Resp::from_upstream_json(&body).map_err(|e| GatewayError::BadResponse {
-        action: route.action,
-        reason: e.to_string(),
+    let message =
+        Resp::from_upstream_json(&response.body).map_err(|e| GatewayError::BadResponse {
+            action: route.action,
+            reason: e.to_string(),
+        })?;
+    let encoded_len = message.encoded_len();
+    Ok(Fetched {
+        message: Arc::new(message) as SharedMessage,
+        encoded_len,
+        upstream_status: response.status,
+    })
+}
+
+fn downcast<Resp: Clone + 'static>(
+    route: &Route,
+    message: &SharedMessage,
+) -> Result<Resp, Arc<GatewayError>> {
+    message.downcast_ref::<Resp>().cloned().ok_or_else(|| {
+        Arc::new(GatewayError::Internal(format!(
+            "the answer of {} has another type",
+            route.action
+        )))
     })
 }
 
@@ -217,6 +343,19 @@ impl<T> WriteSettled for Result<&T, &GatewayError> {
     }
 }
 
+/// gRPC codes that are errors of the server (OpenTelemetry's rule for gRPC server spans).
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
 /// The organization a request is about (its `orgId`, lowercased), for cache invalidation.
 fn org_tag(request: &Value) -> Option<[u8; 24]> {
     let id = request.get("orgId")?.as_str()?.as_bytes();
@@ -225,8 +364,53 @@ fn org_tag(request: &Value) -> Option<[u8; 24]> {
     Some(tag)
 }
 
-fn http_value(value: &'static str) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
-    tonic::metadata::MetadataValue::from_static(value)
+/// The id that ties a call's logs, spans, metadata and error details together: the caller's
+/// `x-request-id` when it is a sane token, else a fresh random one.
+#[derive(Debug, Clone)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// Reads or mints the id.
+    pub fn from_metadata(metadata: &MetadataMap) -> RequestId {
+        let supplied = metadata
+            .get(REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+            });
+        match supplied {
+            Some(id) => RequestId(id.to_string()),
+            None => RequestId(format!("{:032x}", rand::random::<u128>())),
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn to_metadata(&self) -> AsciiMetadataValue {
+        // Only visible ASCII gets here (checked or minted), which is always a valid value.
+        AsciiMetadataValue::try_from(self.0.as_str())
+            .unwrap_or_else(|_| AsciiMetadataValue::from_static("invalid"))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct OptionalStatus(Option<u16>);
+
+impl fmt::Display for OptionalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(status) => write!(f, "{status}"),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// The caller's `authorization` metadata, which must be `Bearer <token>`, as the header to pass

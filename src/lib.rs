@@ -12,7 +12,10 @@ pub mod upstream;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+pub mod admin;
 pub mod cache;
 pub mod gateway;
+pub mod metrics;
 pub mod server;
 pub mod services;
+pub mod telemetry;

@@ -2,9 +2,13 @@
 
 use std::process::ExitCode;
 
+use tokio::sync::watch;
 use wnology_gateway::{
-    config::{Cli, Command, ProcessEnv},
+    admin,
+    config::{Cli, Command, ProcessEnv, Settings},
+    gateway::Gateway,
     routes, server,
+    telemetry::Telemetry,
 };
 
 #[tokio::main]
@@ -13,20 +17,25 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    if let Some(Command::Routes) = cli.command {
+        print!("{}", routes::markdown_table());
+        return ExitCode::SUCCESS;
+    }
+    let telemetry = match Telemetry::init(cli.settings.log_format, &ProcessEnv) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("wnology-gateway: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     wnology_gateway::install_crypto_provider();
 
     let result = match cli.command {
-        Some(Command::Routes) => {
-            print!("{}", routes::markdown_table());
-            Ok(())
-        }
         #[cfg(feature = "sandbox")]
-        Some(Command::Sandbox(_)) => todo_sandbox(),
-        None => run_gateway(cli.settings).await,
+        Some(Command::Sandbox(_)) => Ok(()),
+        Some(Command::Routes) | None => run_gateway(cli.settings).await,
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -37,12 +46,36 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_gateway(
-    settings: wnology_gateway::config::Settings,
-) -> Result<(), server::ServeError> {
+async fn run_gateway(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let gateway = Gateway::new(&settings)?;
     let listener = server::bind(&settings).await?;
-    tracing::info!(listen = %settings.listen, upstream = %settings.upstream_url, "serving");
-    server::serve(&settings, listener, shutdown_signal()).await
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        upstream = %settings.upstream_url,
+        "wnology-gateway serving"
+    );
+    let (stop, stopped) = watch::channel(false);
+    let admin = tokio::spawn(admin::serve(
+        Arc::clone(gateway.metrics()),
+        admin_listener,
+        wait(stopped.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = stop.send(true);
+    });
+    server::serve_gateway(gateway, listener, wait(stopped)).await?;
+    admin.await??;
+    Ok(())
+}
+
+use std::sync::Arc;
+
+async fn wait(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
 }
 
 async fn shutdown_signal() {
@@ -61,9 +94,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
-}
-
-#[cfg(feature = "sandbox")]
-fn todo_sandbox() -> Result<(), server::ServeError> {
-    Ok(())
 }

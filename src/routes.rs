@@ -150,7 +150,18 @@ impl Route {
 
     /// The gRPC method path, `/wnology.v1.MeService/PayloadCounts`.
     pub fn grpc_path(&self) -> String {
-        format!("/{}/{}", self.service.grpc_name(), self.rpc)
+        format!("/{}", self.full_method())
+    }
+
+    /// The fully qualified method, `wnology.v1.MeService/PayloadCounts` (formatted lazily).
+    pub fn full_method(&self) -> impl std::fmt::Display + '_ {
+        struct FullMethod<'a>(&'a Route);
+        impl std::fmt::Display for FullMethod<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}/{}", self.0.service.grpc_name(), self.0.rpc)
+            }
+        }
+        FullMethod(self)
     }
 }
 

@@ -7,19 +7,25 @@
 //! parameters in order, and for every method but GET a JSON body (`{}` when the action has
 //! none) with `Content-Type: application/json`.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
+use tracing::{Instrument, field::Empty};
 
 use crate::{
     config::Settings,
     error::{GatewayError, UpstreamError},
     json::UpstreamJson,
+    metrics::{Metrics, UpstreamLabels, UpstreamStatus},
     proto,
     routes::{ParamKind, Route, enum_query_value},
+    telemetry,
 };
 
 /// The global query parameters every official client adds.
@@ -211,9 +217,22 @@ pub fn field_name(upstream: &str) -> String {
 pub struct UpstreamClient {
     http: reqwest::Client,
     base_url: String,
+    /// `base_url` without any user:password, for spans and logs.
+    redacted_base_url: String,
     domain: String,
+    port: u16,
     accept_version: HeaderValue,
     max_response_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// A successful upstream answer.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    /// The HTTP status (2xx).
+    pub status: u16,
+    /// The body.
+    pub body: Bytes,
 }
 
 /// Why the upstream client could not be built.
@@ -232,17 +251,21 @@ pub enum UpstreamConfigError {
 
 impl UpstreamClient {
     /// Builds the client from the settings.
-    pub fn new(settings: &Settings) -> Result<UpstreamClient, UpstreamConfigError> {
+    pub fn new(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<UpstreamClient, UpstreamConfigError> {
         let base_url = settings.upstream_url.trim_end_matches('/').to_string();
-        let url = reqwest::Url::parse(&base_url)
-            .map_err(|_| UpstreamConfigError::BadUrl(base_url.clone()))?;
+        let bad_url = || UpstreamConfigError::BadUrl(redact(&base_url));
+        let mut url = reqwest::Url::parse(&base_url).map_err(|_| bad_url())?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(UpstreamConfigError::BadUrl(base_url));
+            return Err(bad_url());
         }
-        let domain = url
-            .host_str()
-            .ok_or_else(|| UpstreamConfigError::BadUrl(base_url.clone()))?
-            .to_string();
+        let domain = url.host_str().ok_or_else(bad_url)?.to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let redacted_base_url = url.as_str().trim_end_matches('/').to_string();
         let accept_version = HeaderValue::from_str(&settings.accept_version)
             .map_err(|_| UpstreamConfigError::BadAcceptVersion(settings.accept_version.clone()))?;
         crate::install_crypto_provider();
@@ -256,9 +279,12 @@ impl UpstreamClient {
         Ok(UpstreamClient {
             http,
             base_url,
+            redacted_base_url,
             domain,
+            port,
             accept_version,
             max_response_bytes: settings.max_upstream_response_bytes,
+            metrics,
         })
     }
 
@@ -268,22 +294,89 @@ impl UpstreamClient {
     }
 
     /// Sends `request` with the caller's `authorization`, within `timeout`, and returns the
-    /// success body; an HTTP error becomes [`GatewayError::Upstream`].
+    /// success answer; an HTTP error becomes [`GatewayError::Upstream`]. `caller_trace` is the
+    /// caller's trace context, forwarded when the gateway does not trace itself.
     pub async fn send(
+        &self,
+        route: &'static Route,
+        request: &UpstreamRequest,
+        authorization: &HeaderValue,
+        caller_trace: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let span = tracing::info_span!(
+            "upstream",
+            otel.name = %format_args!("{} {}", request.method, route.path),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            "http.request.method" = %request.method,
+            "url.full" = %format_args!("{}{}", self.redacted_base_url, request.path_and_query),
+            "url.template" = route.path,
+            "server.address" = %self.domain,
+            "server.port" = self.port,
+            "http.response.status_code" = Empty,
+            "error.type" = Empty,
+            "wnology.upstream.action" = route.action,
+        );
+        let started = Instant::now();
+        let result = self
+            .exchange(route, request, authorization, caller_trace, timeout, &span)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(response) => UpstreamStatus::Http(response.status),
+            Err(GatewayError::Upstream(error)) => UpstreamStatus::Http(error.status),
+            Err(error) => UpstreamStatus::Failed(failure_kind(error)),
+        };
+        match status {
+            UpstreamStatus::Http(code) => {
+                span.record("http.response.status_code", code);
+                if code >= 400 {
+                    span.record("error.type", tracing::field::display(code));
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            UpstreamStatus::Failed(kind) => {
+                span.record("error.type", kind);
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        self.metrics.upstream(
+            UpstreamLabels {
+                action: route.action,
+                status,
+            },
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn exchange(
         &self,
         route: &Route,
         request: &UpstreamRequest,
         authorization: &HeaderValue,
+        caller_trace: &[(HeaderName, HeaderValue)],
         timeout: Duration,
-    ) -> Result<Bytes, GatewayError> {
+        span: &tracing::Span,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert("accept-version", self.accept_version.clone());
+        headers.insert(header::AUTHORIZATION, authorization.clone());
+        if telemetry::exporting() {
+            telemetry::inject_context(span, &mut headers);
+        } else {
+            for (name, value) in caller_trace {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
         let exchange = async {
             let url = format!("{}{}", self.base_url, request.path_and_query);
             let mut builder = self
                 .http
                 .request(request.method.clone(), url)
-                .header(header::ACCEPT, "application/json")
-                .header("accept-version", self.accept_version.clone())
-                .header(header::AUTHORIZATION, authorization.clone());
+                .headers(headers);
             if let Some(body) = &request.body {
                 builder = builder
                     .header(header::CONTENT_TYPE, "application/json")
@@ -297,7 +390,10 @@ impl UpstreamClient {
             let retry_after = retry_after(response.headers());
             let body = self.read_body(route, response).await?;
             if status.is_success() {
-                Ok(body)
+                Ok(UpstreamResponse {
+                    status: status.as_u16(),
+                    body,
+                })
             } else {
                 Err(GatewayError::Upstream(self.upstream_error(
                     status,
@@ -362,6 +458,29 @@ impl UpstreamClient {
     }
 }
 
+/// A URL with any `user:password@` removed (for error messages).
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+/// The `error.type` / metrics label of a failure without an HTTP answer.
+fn failure_kind(error: &GatewayError) -> &'static str {
+    match error {
+        GatewayError::Unreachable(_) => "connect_error",
+        GatewayError::ReadFailed(_) | GatewayError::OutcomeUnknown(_) => "connection_lost",
+        GatewayError::DeadlineExceeded => "timeout",
+        GatewayError::ResponseTooLarge { .. } => "response_too_large",
+        _ => "other",
+    }
+}
+
 fn status_line(status: reqwest::StatusCode) -> String {
     format!(
         "{} {}",
@@ -397,8 +516,8 @@ fn transport_error(route: &Route, error: reqwest::Error) -> GatewayError {
     }
 }
 
-/// The error and its sources, without the URL (which is the caller's data, not a secret, but
-/// noisy); reqwest never includes headers, so the token cannot leak through here.
+/// The error and its sources, without the URL; reqwest never includes headers, so the token
+/// cannot leak through here.
 fn error_chain(error: reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(&error);

@@ -1,0 +1,332 @@
+//! Prometheus metrics, served by the admin listener at `/metrics` (OpenMetrics text).
+//!
+//! Labels are all drawn from closed sets (service, method, gRPC code, upstream action and
+//! status): never from caller input, so a label can carry no token and cardinality is bounded.
+
+use std::{
+    fmt,
+    sync::{Arc, OnceLock, atomic::AtomicI64},
+    time::Duration,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::cache::CacheFigures;
+
+/// Labels of one RPC outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `wnology.v1.MeService`
+    pub service: &'static str,
+    /// `PayloadCounts`
+    pub method: &'static str,
+    /// The gRPC code name, `OK`, `NOT_FOUND`, …
+    pub code: &'static str,
+}
+
+/// Labels of one upstream call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// The upstream action, `me.payloadCounts`.
+    pub action: &'static str,
+    /// The HTTP status, or the failure (`connect_error`, `timeout`, …) when there was none.
+    pub status: UpstreamStatus,
+}
+
+/// The HTTP status of an upstream call, or why there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamStatus {
+    /// An HTTP answer.
+    Http(u16),
+    /// No answer: the named failure.
+    Failed(&'static str),
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for UpstreamStatus {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), fmt::Error> {
+        use std::fmt::Write;
+        match self {
+            UpstreamStatus::Http(status) => write!(encoder, "{status}"),
+            UpstreamStatus::Failed(reason) => encoder.write_str(reason),
+        }
+    }
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    rpcs: Family<RpcLabels, Counter>,
+    rpc_duration: Family<RpcLabels, Histogram>,
+    upstream: Family<UpstreamLabels, Counter>,
+    upstream_duration: Family<UpstreamLabels, Histogram>,
+    in_flight: Gauge,
+    cache_figures: Arc<OnceLock<Box<dyn Fn() -> CacheFigures + Send + Sync>>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric, all at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wnology_gateway");
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpc_requests",
+            "RPCs served, by service, method and gRPC code",
+            rpcs.clone(),
+        );
+        let rpc_duration = Family::<RpcLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register_with_unit(
+            "rpc_duration",
+            "Time to serve an RPC, by service, method and gRPC code",
+            Unit::Seconds,
+            rpc_duration.clone(),
+        );
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Upstream HTTP calls, by action and status",
+            upstream.clone(),
+        );
+        let upstream_duration = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register_with_unit(
+            "upstream_duration",
+            "Time of an upstream HTTP call, by action and status",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("rpc_in_flight", "RPCs being served now", in_flight.clone());
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let cache_figures: Arc<OnceLock<Box<dyn Fn() -> CacheFigures + Send + Sync>>> =
+            Arc::default();
+        registry.register_collector(Box::new(CacheCollector(Arc::clone(&cache_figures))));
+        Metrics {
+            registry,
+            rpcs,
+            rpc_duration,
+            upstream,
+            upstream_duration,
+            in_flight,
+            cache_figures,
+        }
+    }
+
+    /// Where the cache figures come from at each scrape.
+    pub fn observe_cache(&self, figures: impl Fn() -> CacheFigures + Send + Sync + 'static) {
+        let _ = self.cache_figures.set(Box::new(figures));
+    }
+
+    /// Records a served RPC.
+    pub fn rpc(&self, labels: RpcLabels, elapsed: Duration) {
+        self.rpc_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.rpcs.get_or_create(&labels).inc();
+    }
+
+    /// Records an upstream call.
+    pub fn upstream(&self, labels: UpstreamLabels, elapsed: Duration) {
+        self.upstream_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.upstream.get_or_create(&labels).inc();
+    }
+
+    /// Counts an RPC in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Decrements the in-flight gauge when dropped (also when the RPC is cancelled).
+#[derive(Debug)]
+pub struct InFlight(Gauge<i64, AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Reads the cache's own counters at scrape time, so the hot path keeps no second copy.
+struct CacheCollector(Arc<OnceLock<Box<dyn Fn() -> CacheFigures + Send + Sync>>>);
+
+impl fmt::Debug for CacheCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CacheCollector")
+    }
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(figures) = self.0.get() else {
+            return Ok(());
+        };
+        let figures = figures();
+        let counters = [
+            ("cache_hits", "Reads answered from the cache", figures.hits),
+            (
+                "cache_misses",
+                "Reads that called the upstream",
+                figures.misses,
+            ),
+            (
+                "cache_coalesced",
+                "Reads that waited for an identical in-flight upstream call",
+                figures.coalesced,
+            ),
+            (
+                "cache_evictions",
+                "Entries evicted to stay within --cache-max-bytes",
+                figures.evictions,
+            ),
+            (
+                "cache_expirations",
+                "Entries that expired",
+                figures.expirations,
+            ),
+            (
+                "cache_invalidations",
+                "Invalidations applied after writes",
+                figures.invalidations,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(value).metric_type(),
+            )?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let gauges = [
+            (
+                "cache_entries",
+                "Entries in the cache",
+                None,
+                figures.entries,
+            ),
+            (
+                "cache_weighted_size",
+                "Weighted size of the cache",
+                Some(&Unit::Bytes),
+                figures.weighted_bytes,
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, unit, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_labels_and_cache_figures() {
+        let metrics = Metrics::new();
+        metrics.rpc(
+            RpcLabels {
+                service: "wnology.v1.MeService",
+                method: "Get",
+                code: "OK",
+            },
+            Duration::from_millis(3),
+        );
+        metrics.upstream(
+            UpstreamLabels {
+                action: "me.get",
+                status: UpstreamStatus::Http(200),
+            },
+            Duration::from_millis(2),
+        );
+        metrics.upstream(
+            UpstreamLabels {
+                action: "me.get",
+                status: UpstreamStatus::Failed("connect_error"),
+            },
+            Duration::from_millis(2),
+        );
+        metrics.observe_cache(|| CacheFigures {
+            hits: 7,
+            misses: 1,
+            coalesced: 2,
+            evictions: 0,
+            expirations: 0,
+            invalidations: 0,
+            entries: 1,
+            weighted_bytes: 900,
+        });
+        let guard = metrics.in_flight();
+        let text = metrics.encode();
+        drop(guard);
+        for expected in [
+            r#"wnology_gateway_rpc_requests_total{service="wnology.v1.MeService",method="Get",code="OK"} 1"#,
+            r#"wnology_gateway_rpc_duration_seconds_count{service="wnology.v1.MeService",method="Get",code="OK"} 1"#,
+            r#"wnology_gateway_upstream_requests_total{action="me.get",status="200"} 1"#,
+            r#"wnology_gateway_upstream_requests_total{action="me.get",status="connect_error"} 1"#,
+            "wnology_gateway_rpc_in_flight 1",
+            "wnology_gateway_cache_hits_total 7",
+            "wnology_gateway_cache_coalesced_total 2",
+            "wnology_gateway_cache_weighted_size_bytes 900",
+            r#"wnology_gateway_build_info{version=""#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+    }
+}
