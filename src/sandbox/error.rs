@@ -114,10 +114,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = json!({ "type": self.kind(), "message": self.to_string() });
         let mut response = (status, Json(body)).into_response();
-        if let Self::MethodNotAllowed { allow, .. } = &self {
-            if let Ok(value) = HeaderValue::from_str(allow) {
-                response.headers_mut().insert(header::ALLOW, value);
-            }
+        if let Self::MethodNotAllowed { allow, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(allow)
+        {
+            response.headers_mut().insert(header::ALLOW, value);
         }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6750: a 401 names the authentication scheme the server expects.

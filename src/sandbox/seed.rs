@@ -1177,7 +1177,7 @@ impl Seed {
     /// Lower-cases every id (ids compare case-insensitively, and the store keys on lower case)
     /// and fills `lastUpdated` from `creationDate`.
     pub(crate) fn normalize(&mut self) {
-        fn lower(id: &mut String) {
+        fn lower(id: &mut str) {
             id.make_ascii_lowercase();
         }
         fn lower_grants(grants: &mut [RoleGrant]) {
@@ -1188,8 +1188,8 @@ impl Seed {
         for user in &mut self.users {
             lower(&mut user.id);
             for list in &mut user.recent_items {
-                list.parent_id.iter_mut().for_each(lower);
-                list.item_ids.iter_mut().for_each(lower);
+                list.parent_id.iter_mut().for_each(|id| lower(id));
+                list.item_ids.iter_mut().for_each(|id| lower(id));
             }
         }
         for instance in &mut self.instances {
@@ -1201,7 +1201,7 @@ impl Seed {
         }
         for org in &mut self.organizations {
             lower(&mut org.id);
-            org.instance_id.iter_mut().for_each(lower);
+            org.instance_id.iter_mut().for_each(|id| lower(id));
             org.last_updated.get_or_insert(org.creation_date);
             for member in &mut org.members {
                 lower(&mut member.user_id);
@@ -1212,7 +1212,7 @@ impl Seed {
         for invite in &mut self.invites {
             lower(&mut invite.id);
             lower(&mut invite.org_id);
-            invite.invited_by.iter_mut().for_each(lower);
+            invite.invited_by.iter_mut().for_each(|id| lower(id));
             lower_grants(&mut invite.application_roles);
             lower_grants(&mut invite.dashboard_roles);
         }

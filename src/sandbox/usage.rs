@@ -287,8 +287,8 @@ impl UsageSubject {
             return 0;
         }
         // Each subject skips a few of the rarer payload types altogether.
-        let used =
-            kind.share >= 0.05 || mix(self.seed ^ (SALT_TYPE_USED + type_index as u64)) % 4 != 0;
+        let used = kind.share >= 0.05
+            || !mix(self.seed ^ (SALT_TYPE_USED + type_index as u64)).is_multiple_of(4);
         if !used {
             return 0;
         }
@@ -353,7 +353,7 @@ impl UsageSubject {
         let runs = minutes.div_ceil(4);
         let errored = runs / 12 + (bits >> 8) % 2;
         let canceled = (bits >> 16) % 2;
-        let timeout = u64::from((bits >> 24) % 20 == 0);
+        let timeout = u64::from((bits >> 24).is_multiple_of(20));
         let completed = runs.saturating_sub(errored + canceled + timeout);
         [
             minutes,

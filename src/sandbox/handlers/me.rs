@@ -110,12 +110,12 @@ pub fn patch(store: &mut Store, ctx: &Ctx) -> Result<Value, ApiError> {
         };
         check_credentials(user, &current.password, current.two_factor_code.as_deref())?;
     }
-    if let Some(email) = new_email {
-        if store.user_by_email(email).is_some() {
-            return Err(ApiError::validation(format!(
-                "\"email\" {email} is already in use"
-            )));
-        }
+    if let Some(email) = new_email
+        && store.user_by_email(email).is_some()
+    {
+        return Err(ApiError::validation(format!(
+            "\"email\" {email} is already in use"
+        )));
     }
     let new_email = new_email.cloned();
     let user = store.user_mut(&id)?;
