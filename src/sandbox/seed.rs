@@ -536,6 +536,17 @@ impl ItemType {
         }
     }
 
+    /// The name in messages, e.g. `Application`.
+    pub fn title(self) -> &'static str {
+        match self {
+            ItemType::Application => "Application",
+            ItemType::Device => "Device",
+            ItemType::Flow => "Flow",
+            ItemType::Dashboard => "Dashboard",
+            ItemType::Organization => "Organization",
+        }
+    }
+
     /// Parses the wire name.
     pub fn parse(text: &str) -> Option<Self> {
         [
@@ -957,6 +968,11 @@ impl Seed {
         );
         zeta.instance_id = Some(DEMO_INSTANCE_ID.into());
         zeta.plan_id = "instance-enterprise".into();
+        zeta.icon_color = Some("#FFB300".into());
+        zeta.banner = Some(Banner {
+            message: "Instance upgrade planned for the first of next month".into(),
+            level: BannerLevel::Warning,
+        });
         zeta.is_enterprise = true;
         zeta.audit_log_enabled = true;
         zeta.tags = vec![

@@ -339,12 +339,7 @@ pub fn add_recent_item(store: &mut Store, ctx: &Ctx) -> Result<Value, ApiError> 
     let given_parent = body.parent_id.map(|parent| parent.to_ascii_lowercase());
     let kind = body.item_type;
     let Some((_, application)) = store.visible_item(&id, kind, &item_id) else {
-        let what = kind.as_str();
-        return Err(ApiError::NotFound(format!(
-            "{}{} {item_id} was not found",
-            what[..1].to_uppercase(),
-            &what[1..]
-        )));
+        return Err(ApiError::not_found(kind.title(), &item_id));
     };
     let parent = match (application, given_parent) {
         (Some(app), Some(given)) if app != given => {
@@ -357,24 +352,19 @@ pub fn add_recent_item(store: &mut Store, ctx: &Ctx) -> Result<Value, ApiError> 
     };
     let user = store.user_mut(&id)?;
     let lists = &mut user.account.recent_items;
-    let index = match lists
-        .iter()
-        .position(|list| list.item_type == kind && list.parent_id == parent)
-    {
-        Some(index) => index,
-        None => {
-            lists.push(SeedRecentList {
-                item_type: kind,
-                parent_id: parent.clone(),
-                item_ids: Vec::new(),
-            });
-            lists.len() - 1
-        }
-    };
-    let items = &mut lists[index].item_ids;
-    items.retain(|existing| *existing != item_id);
-    items.insert(0, item_id);
-    items.truncate(RECENT_ITEMS_LIMIT);
+    let same = |list: &SeedRecentList| list.item_type == kind && list.parent_id == parent;
+    if !lists.iter().any(same) {
+        lists.push(SeedRecentList {
+            item_type: kind,
+            parent_id: parent.clone(),
+            item_ids: Vec::new(),
+        });
+    }
+    if let Some(list) = lists.iter_mut().find(|list| same(list)) {
+        list.item_ids.retain(|existing| *existing != item_id);
+        list.item_ids.insert(0, item_id);
+        list.item_ids.truncate(RECENT_ITEMS_LIMIT);
+    }
     let user = store.user(&id)?;
     Ok(render::recent_list(store, user, kind, parent.as_deref()))
 }

@@ -310,22 +310,31 @@ pub fn modify_member(store: &mut Store, ctx: &Ctx) -> Result<Value, ApiError> {
     let body: MemberPatch = ctx.body()?;
     let user_id = body.user_id.to_ascii_lowercase();
     let org = store.org_mut(org_id)?;
-    let Some(index) = org
-        .members
-        .iter()
-        .position(|member| member.user_id == user_id)
-    else {
+    if !org.members.iter().any(|member| member.user_id == user_id) {
         return Err(not_a_member(&user_id, org_id));
-    };
+    }
     if let Some(role) = body.role {
-        keep_an_admin(org, |members| members[index].role = role)?;
-        org.members[index].role = role;
+        keep_an_admin(org, |members| {
+            members
+                .iter_mut()
+                .filter(|member| member.user_id == user_id)
+                .for_each(|member| member.role = role)
+        })?;
     }
-    if let Some(grants) = lower_grants(body.application_roles) {
-        org.members[index].application_roles = grants;
-    }
-    if let Some(grants) = lower_grants(body.dashboard_roles) {
-        org.members[index].dashboard_roles = grants;
+    if let Some(member) = org
+        .members
+        .iter_mut()
+        .find(|member| member.user_id == user_id)
+    {
+        if let Some(role) = body.role {
+            member.role = role;
+        }
+        if let Some(grants) = lower_grants(body.application_roles) {
+            member.application_roles = grants;
+        }
+        if let Some(grants) = lower_grants(body.dashboard_roles) {
+            member.dashboard_roles = grants;
+        }
     }
     org.last_updated = Some(ctx.now);
     org_body(store, ctx, org_id)
