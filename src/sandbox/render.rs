@@ -1,5 +1,8 @@
 //! Builds the response bodies (`me`, `org`, `instanceOrg`, invitations, recent item lists)
-//! from the store, with the upstream schemas' property names and order.
+//! from the store, with the upstream schemas' property names. Optional properties without a
+//! value (`githubName`, `banner`, `iconColor`, `tokenCutoff`, ...) are left out rather than sent
+//! as `null`. (Key order in the JSON text is alphabetical, as `serde_json` keeps it; JSON
+//! objects are unordered.)
 //!
 //! # `summary`, `summaryInclude` and `summaryExclude`
 //!

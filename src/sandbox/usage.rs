@@ -16,7 +16,8 @@
 //!   or hour (breakdown with `resolution=3600000`), from the bucket holding `start` to the
 //!   bucket holding `end`, dated at the bucket start. At most [`MAX_POINTS`] points (400
 //!   beyond; the whole 1970–2038 range fits at day resolution).
-//! - `payloadCounts` sums the whole UTC days the window touches.
+//! - `payloadCounts` sums the whole UTC days the window touches. The current day counts as a
+//!   whole day in daily figures; hourly points after now are 0.
 //!
 //! Payload source names (the map keys inside each payload type) are the sandbox's invention;
 //! the upstream does not list them. Non-billable types (left out of the breakdown unless
@@ -543,10 +544,7 @@ impl UsageRequest {
                 let bucket_ms = bucket * resolution_ms;
                 let mut value = point(bucket_ms.div_euclid(DAY_MS), today, bucket_ms);
                 if let Value::Object(fields) = &mut value {
-                    let mut ordered = Map::new();
-                    ordered.insert("date".into(), Value::String(iso_ms(bucket_ms)));
-                    ordered.append(fields);
-                    value = Value::Object(ordered);
+                    fields.insert("date".into(), Value::String(iso_ms(bucket_ms)));
                 }
                 value
             })
