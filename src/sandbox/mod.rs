@@ -30,6 +30,25 @@
 //!
 //! Where the reference material leaves behaviour undocumented, each module's docs state the
 //! sandbox's choice.
+//!
+//! # Known differences from the real service
+//!
+//! - Error `type` strings are plausible Losant-style names ([`ApiError`]); the upstream does not
+//!   publish its list. Foreign organizations and instances answer 404, not 403.
+//! - Query parameters an action does not declare are rejected (400), except `_actions`,
+//!   `_links` and `_embedded`; the real service may ignore them.
+//! - `summaryInclude` / `summaryExclude`: all fields by default, include narrows, exclude wins.
+//! - Usage numbers are synthetic (but deterministic and per caller); the default window is the
+//!   last 30 days, negative times count back from now, a request may span at most
+//!   [`MAX_POINTS`] points, and payload source names are invented.
+//! - Two-factor codes are not TOTP: [`TWO_FACTOR_CODE`] is the only valid code.
+//!   `POST /me/verify-email` verifies at once; `allowUnverified` is not enforced (unverified
+//!   users may call every action). Email changes apply at once (no `requestedEmail` step).
+//! - `requestedScopes` entries are checked for the shape of a scope name only; `cardToken` is
+//!   accepted and dropped; organization limits, `disabledAt` and `isReadOnly` are stored and
+//!   shown but not enforced.
+//! - Invitation `ttl` is in milliseconds; `dismiss` hides an invitation from the invitee only.
+//! - JSON object keys come out in alphabetical order.
 
 mod actions;
 mod auth;

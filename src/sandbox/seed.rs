@@ -58,7 +58,7 @@
 //! a token may call.
 //!
 //! `usage` tunes the synthetic usage numbers of a user or organization (see
-//! [`super::usage`]); when absent, the magnitudes are derived from a hash of the id.
+//! `src/sandbox/usage.rs`); when absent, the magnitudes are derived from a hash of the id.
 
 use std::collections::{BTreeMap, HashSet};
 
