@@ -2472,3 +2472,17 @@ async fn tokens_and_request_count() {
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn serve_returns_after_shutdown() {
+    let mut server = start_default().await;
+    server.ok("GET", "/me", DEMO_TOKEN, None).await;
+    let shutdown = server.shutdown.take().expect("shutdown sender");
+    let task = server.task.take().expect("server task");
+    let _ = shutdown.send(());
+    let result = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "serve did not stop cleanly: {result:?}"
+    );
+}
