@@ -1140,6 +1140,35 @@ async fn unknown_ids_paths_and_methods() {
             Some(body),
         )
         .await;
+    // Transfers skip ids the source does not own, or refuse them all when strict.
+    let foreign = "665050000000000000000004"; // The second user's application.
+    let body = json!({"destinationId": DEMO_ORG_ID, "destinationType": "organization",
+        "applicationIds": [DEMO_USER_APPLICATION_ID, foreign], "strict": true});
+    let message = server
+        .error(
+            400,
+            "Validation",
+            "PATCH",
+            "/me/transferResources",
+            t,
+            Some(body),
+        )
+        .await;
+    assert!(message.contains(foreign), "{message}");
+    let summary = format!("/orgs/{DEMO_ORG_ID}?summaryInclude=appCount");
+    assert_eq!(
+        server.ok("GET", &summary, DEMO_TOKEN, None).await["summary"]["appCount"],
+        2
+    );
+    let body = json!({"destinationId": DEMO_ORG_ID, "destinationType": "organization",
+        "applicationIds": [DEMO_USER_APPLICATION_ID, foreign]});
+    server
+        .ok("PATCH", "/me/transferResources", DEMO_TOKEN, Some(body))
+        .await;
+    assert_eq!(
+        server.ok("GET", &summary, DEMO_TOKEN, None).await["summary"]["appCount"],
+        3
+    );
     // Ids compare case-insensitively, like the upstream's pattern allows.
     server
         .ok(

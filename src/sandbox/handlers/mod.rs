@@ -17,7 +17,7 @@ use super::{
     auth::Caller,
     error::ApiError,
     query::Query,
-    seed::{Owner, RoleGrant, TokenSubject},
+    seed::{Owner, RoleGrant, SeedResource, TokenSubject},
     state::Store,
     usage::{Report, UsageRequest, UsageSubject},
 };
@@ -211,32 +211,30 @@ fn transfer(store: &mut Store, ctx: &Ctx, source: Owner) -> Result<Value, ApiErr
             "the destination must differ from the current owner",
         ));
     }
-    let mut moves = Vec::new();
-    for (what, ids, list) in [
-        ("Application", &body.application_ids, &store.applications),
-        ("Dashboard", &body.dashboard_ids, &store.dashboards),
-    ] {
-        for id in ids {
-            let id = id.to_ascii_lowercase();
-            let owned = list
+    // Check everything before moving anything, so a strict transfer is all or nothing.
+    let movable = |list: &[SeedResource], ids: &[String], what: &str| {
+        let mut owned = Vec::new();
+        for id in ids.iter().map(|id| id.to_ascii_lowercase()) {
+            if list
                 .iter()
-                .any(|item| item.id == id && item.owner == source);
-            if owned {
-                moves.push((what, id));
+                .any(|item| item.id == id && item.owner == source)
+            {
+                owned.push(id);
             } else if body.strict {
                 return Err(ApiError::validation(format!(
                     "{what} {id} is not owned by the source and cannot be transferred"
                 )));
             }
         }
-    }
-    for (what, id) in moves {
-        let list = if what == "Application" {
-            &mut store.applications
-        } else {
-            &mut store.dashboards
-        };
-        if let Some(item) = list.iter_mut().find(|item| item.id == id) {
+        Ok(owned)
+    };
+    let applications = movable(&store.applications, &body.application_ids, "Application")?;
+    let dashboards = movable(&store.dashboards, &body.dashboard_ids, "Dashboard")?;
+    for (list, ids) in [
+        (&mut store.applications, applications),
+        (&mut store.dashboards, dashboards),
+    ] {
+        for item in list.iter_mut().filter(|item| ids.contains(&item.id)) {
             item.owner = destination.clone();
         }
     }
