@@ -1,22 +1,6 @@
 //! The sandbox's error responses and the `thiserror` enum behind them.
 //!
-//! Every failure is answered with the upstream's error body, `{"type": "...", "message": "..."}`
-//! (`schemas/error.json`). The upstream does not publish its list of `type` strings (only the
-//! example `{"type": "NotFound", "message": "Application was not found"}`), so the sandbox uses
-//! these Losant-style names:
-//!
-//! | status | `type`               | when                                                              |
-//! |--------|----------------------|-------------------------------------------------------------------|
-//! | 400    | `Validation`         | a path, query or body value breaks the action's schema or a rule  |
-//! | 400    | `InvalidJson`        | the request body is not JSON                                      |
-//! | 400    | `InvalidCredentials` | a password or two-factor code given in a body is wrong            |
-//! | 401    | `Unauthorized`       | no bearer token, an unknown token, or an invalidated/expired one  |
-//! | 403    | `Forbidden`          | the token lacks every scope the action accepts, or the caller's role is too low |
-//! | 404    | `NotFound`           | an unknown path, or an id that does not exist or is not visible to the caller |
-//! | 405    | `MethodNotAllowed`   | a known path with a method it does not serve                      |
-//! | 410    | `InvitationExpired`  | accepting or rejecting an invitation whose time to live has passed |
-//! | 413    | `PayloadTooLarge`    | a request body over [`MAX_BODY_BYTES`](super::routes::MAX_BODY_BYTES) |
-//! | 500    | `InternalError`      | a sandbox bug (never expected)                                    |
+//! See [`ApiError`] for the `type` names and when each is used.
 
 use axum::{
     Json,
@@ -25,7 +9,25 @@ use axum::{
 };
 use serde_json::json;
 
-/// A failed request, rendered as the upstream's `{"type", "message"}` error body.
+/// A failed request.
+///
+/// Every failure is answered with the upstream's error body, `{"type": "...", "message": "..."}`
+/// (`schemas/error.json`). The upstream does not publish its list of `type` strings (only the
+/// example `{"type": "NotFound", "message": "Application was not found"}`), so the sandbox uses
+/// these Losant-style names:
+///
+/// | status | `type`               | when                                                              |
+/// |--------|----------------------|-------------------------------------------------------------------|
+/// | 400    | `Validation`         | a path, query or body value breaks the action's schema or a rule  |
+/// | 400    | `InvalidJson`        | the request body is not JSON                                      |
+/// | 400    | `InvalidCredentials` | a password or two-factor code given in a body is wrong            |
+/// | 401    | `Unauthorized`       | no bearer token, an unknown token, or an invalidated/expired one  |
+/// | 403    | `Forbidden`          | the token lacks every scope the action accepts, or the caller's role is too low |
+/// | 404    | `NotFound`           | an unknown path, or an id that does not exist or is not visible to the caller |
+/// | 405    | `MethodNotAllowed`   | a known path with a method it does not serve                      |
+/// | 410    | `InvitationExpired`  | accepting or rejecting an invitation whose time to live has passed |
+/// | 413    | `PayloadTooLarge`    | a request body over [`MAX_BODY_BYTES`](super::MAX_BODY_BYTES) |
+/// | 500    | `InternalError`      | a sandbox bug (never expected)                                    |
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     /// 400 `Validation`: input that breaks the action's schema or a business rule.
