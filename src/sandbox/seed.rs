@@ -7,7 +7,8 @@
 //! types it refers to; unknown keys are rejected, so typos do not go unnoticed. Only `users` is
 //! required; every other collection defaults to empty. Dates are RFC 3339 strings
 //! (`2024-03-14T09:26:53.589Z`); ids are 24 hex characters (compared case-insensitively).
-//! `serde_json::to_string_pretty(&Seed::demo())` prints the built-in seed in this format.
+//! `serde_json::to_string_pretty(&Seed::demo())` prints the built-in seed in this format. In the
+//! sketch below, `…` stands for ids and texts, and the `//` remarks are not part of the format.
 //!
 //! ```json
 //! {
