@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 use wnology_gateway::{
     admin,
@@ -9,6 +11,11 @@ use wnology_gateway::{
     gateway::Gateway,
     routes, server,
     telemetry::Telemetry,
+};
+#[cfg(feature = "sandbox")]
+use wnology_gateway::{
+    config::SandboxArgs,
+    sandbox::{Sandbox, SandboxOptions},
 };
 
 #[tokio::main]
@@ -32,7 +39,7 @@ async fn main() -> ExitCode {
 
     let result = match cli.command {
         #[cfg(feature = "sandbox")]
-        Some(Command::Sandbox(_)) => Ok(()),
+        Some(Command::Sandbox(args)) => run_sandbox(args).await,
         Some(Command::Routes) | None => run_gateway(cli.settings).await,
     };
     telemetry.shutdown();
@@ -46,7 +53,22 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_gateway(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let (stop, stopped) = watch::channel(false);
+    #[cfg(feature = "sandbox")]
+    let sandbox = if settings.sandbox {
+        let options = SandboxOptions {
+            seed: settings.sandbox_seed.clone(),
+            invite_ttl: settings.sandbox_invite_ttl,
+        };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        settings.upstream_url = format!("http://{}", listener.local_addr()?);
+        let sandbox = Sandbox::new(options)?;
+        announce_tokens(&sandbox, &settings.upstream_url);
+        Some(tokio::spawn(sandbox.serve(listener, wait(stopped.clone()))))
+    } else {
+        None
+    };
     let gateway = Gateway::new(&settings)?;
     let listener = server::bind(&settings).await?;
     let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen).await?;
@@ -56,7 +78,6 @@ async fn run_gateway(settings: Settings) -> Result<(), Box<dyn std::error::Error
         upstream = %settings.upstream_url,
         "wnology-gateway serving"
     );
-    let (stop, stopped) = watch::channel(false);
     let admin = tokio::spawn(admin::serve(
         Arc::clone(gateway.metrics()),
         admin_listener,
@@ -69,10 +90,40 @@ async fn run_gateway(settings: Settings) -> Result<(), Box<dyn std::error::Error
     });
     server::serve_gateway(gateway, listener, wait(stopped)).await?;
     admin.await??;
+    #[cfg(feature = "sandbox")]
+    if let Some(sandbox) = sandbox {
+        sandbox.await??;
+    }
     Ok(())
 }
 
-use std::sync::Arc;
+#[cfg(feature = "sandbox")]
+async fn run_sandbox(args: SandboxArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let sandbox = Sandbox::new(SandboxOptions {
+        seed: args.sandbox_seed,
+        invite_ttl: args.sandbox_invite_ttl,
+    })?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    announce_tokens(&sandbox, &url);
+    sandbox.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Prints the sandbox's documented tokens: they are fixed, public test values, not secrets.
+#[cfg(feature = "sandbox")]
+fn announce_tokens(sandbox: &Sandbox, url: &str) {
+    println!("sandbox upstream (in-memory simulator of the REST API) at {url}");
+    println!("sandbox tokens (send as gRPC metadata `authorization: Bearer <token>`):");
+    for token in sandbox.tokens() {
+        println!(
+            "  {:<36} {} [{}]",
+            token.token,
+            token.description,
+            token.scopes.join(", ")
+        );
+    }
+}
 
 async fn wait(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stopped| *stopped).await;
