@@ -33,6 +33,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
+    runtime::Tokio,
     trace::{Sampler, SdkTracerProvider},
 };
 use tonic::metadata::MetadataMap;
@@ -283,8 +284,20 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Installs the global subscriber (logs, and traces when export is configured).
+    /// Installs the global subscriber (logs to stdout, and traces when export is configured).
     pub fn init(format: LogFormat, env: &dyn EnvSource) -> Result<Telemetry, TelemetryError> {
+        Telemetry::init_with_writer(format, env, std::io::stdout)
+    }
+
+    /// Installs the global subscriber, writing logs to `writer`.
+    pub fn init_with_writer<W>(
+        format: LogFormat,
+        env: &dyn EnvSource,
+        writer: W,
+    ) -> Result<Telemetry, TelemetryError>
+    where
+        W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+    {
         let otlp = OtlpSettings::from_env(env)?;
         let provider = otlp.as_ref().map(tracer_provider).transpose()?;
 
@@ -306,9 +319,10 @@ impl Telemetry {
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_span_list(false)
+                .with_writer(writer)
                 .boxed()
         } else {
-            tracing_subscriber::fmt::layer().boxed()
+            tracing_subscriber::fmt::layer().with_writer(writer).boxed()
         };
         let traces = provider.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
@@ -363,8 +377,15 @@ fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, Telemet
         .with_service_name(settings.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
+    // The batch processor runs on the Tokio runtime: the OTLP/HTTP client (hyper) and the
+    // OTLP/gRPC client (tonic) both need a reactor, which the SDK's own thread does not have.
+    let processor =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter, Tokio,
+        )
+        .build();
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         .with_sampler(settings.sampler.sampler())
         .with_resource(resource)
         .build())

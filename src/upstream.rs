@@ -341,12 +341,22 @@ impl UpstreamClient {
                 span.record("otel.status_code", "ERROR");
             }
         }
+        let elapsed = started.elapsed();
         self.metrics.upstream(
             UpstreamLabels {
                 action: route.action,
                 status,
             },
-            started.elapsed(),
+            elapsed,
+        );
+        tracing::debug!(
+            parent: &span,
+            action = route.action,
+            method = %request.method,
+            path = %request.path_and_query,
+            status = ?status,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "upstream call"
         );
         result
     }

@@ -21,6 +21,8 @@ use wnology_gateway::{
     server,
 };
 
+pub mod otlp;
+
 /// The token the tests send.
 pub const TOKEN: &str = "test-token-7f3a";
 
