@@ -6,8 +6,8 @@
 //! the same user never reads what a broader one fetched. Concurrent identical misses share one
 //! upstream call, which runs in a detached task so that a cancelled first caller does not make
 //! the others call again. Errors are never cached. Writes invalidate what they change (see
-//! [`crate::routes::Invalidation`]); a load that overlaps an invalidation is answered but not
-//! stored, and callers that arrive after the invalidation do not join it.
+//! [`crate::routes::Invalidation`]) through generation counters checked on every read, so no
+//! answer that may predate a write is served once the write has returned.
 
 use std::{
     any::Any,
@@ -65,6 +65,8 @@ pub struct CacheKey {
     pub org: Option<[u8; 24]>,
     /// Whether the answer belongs to `MeService`, for invalidation.
     pub me: bool,
+    /// Whether the answer is an organization list, for invalidation.
+    pub org_list: bool,
     /// The request message, protobuf-encoded (deterministic: request messages have no maps).
     pub request: Box<[u8]>,
 }
@@ -96,7 +98,7 @@ pub struct Served {
 struct Cached {
     fetched: Fetched,
     ttl: Duration,
-    load_epoch: u64,
+    stamp: Stamp,
 }
 
 impl fmt::Debug for Cached {
@@ -227,11 +229,92 @@ pub struct CacheFigures {
 type LoadResult = Result<Cached, Arc<GatewayError>>;
 type SharedLoad = Shared<BoxFuture<'static, LoadResult>>;
 
-/// Why a coalesced load produced no cache entry.
-enum LoadFailure {
-    Failed(Arc<GatewayError>),
-    /// Answered, but an invalidation overlapped the load: served, never stored.
-    Uncacheable(Cached),
+/// What a write makes stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every read of this organization (lowercase id), for every token.
+    Org([u8; 24]),
+    /// Every organization list, for every token.
+    OrgLists,
+    /// This token's `MeService` reads.
+    TokenMe(TokenId),
+    /// Everything cached for this token.
+    TokenAll(TokenId),
+}
+
+impl Scope {
+    fn covers(&self, key: &CacheKey) -> bool {
+        match self {
+            Scope::Org(org) => key.org == Some(*org),
+            Scope::OrgLists => key.org_list,
+            Scope::TokenMe(token) => key.token == *token && key.me,
+            Scope::TokenAll(token) => key.token == *token,
+        }
+    }
+}
+
+/// Invalidation generations: every scope a key belongs to has a counter (striped, so memory
+/// is bounded: two scopes sharing a stripe only cost a spurious miss), which a write bumps.
+/// An answer records the generations its load started under and is served only while they
+/// are current, so no answer that may predate a write is served after the write returned, even
+/// when its load raced the write or was joined by callers that came after it.
+struct Generations {
+    stripes: Box<[AtomicU64]>,
+    org_lists: AtomicU64,
+}
+
+/// The generations of a key's scopes: organization, organization lists, token's me reads,
+/// token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp([u64; 4]);
+
+const STRIPES: usize = 4096;
+
+impl Generations {
+    fn new() -> Generations {
+        Generations {
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            org_lists: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(&self, tag: u8, bytes: &[u8]) -> &AtomicU64 {
+        // FNV-1a: the inputs are an HMAC output or an id, so no adversary picks collisions
+        // that matter (a collision only causes a spurious miss).
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(tag);
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        &self.stripes[(hash % STRIPES as u64) as usize]
+    }
+
+    fn counter(&self, scope: &Scope) -> &AtomicU64 {
+        match scope {
+            Scope::Org(org) => self.stripe(1, org),
+            Scope::OrgLists => &self.org_lists,
+            Scope::TokenMe(token) => self.stripe(2, &token.0),
+            Scope::TokenAll(token) => self.stripe(3, &token.0),
+        }
+    }
+
+    fn stamp(&self, key: &CacheKey) -> Stamp {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Acquire);
+        Stamp([
+            key.org
+                .map_or(0, |org| load(self.counter(&Scope::Org(org)))),
+            if key.org_list {
+                load(&self.org_lists)
+            } else {
+                0
+            },
+            if key.me {
+                load(self.counter(&Scope::TokenMe(key.token)))
+            } else {
+                0
+            },
+            load(self.counter(&Scope::TokenAll(key.token))),
+        ])
+    }
 }
 
 /// The read cache.
@@ -240,7 +323,7 @@ pub struct ResponseCache {
     inflight: Arc<Mutex<HashMap<CacheKey, SharedLoad>>>,
     /// Keyed once with a per-process random key; cloned per call.
     hmac: Hmac<Sha256>,
-    epoch: AtomicU64,
+    generations: Generations,
     stats: Arc<CacheStats>,
     policy: CachePolicy,
 }
@@ -299,7 +382,7 @@ impl ResponseCache {
             entries,
             inflight: Arc::default(),
             hmac: <Hmac<Sha256> as KeyInit>::new(&rand::random::<[u8; 64]>().into()),
-            epoch: AtomicU64::new(0),
+            generations: Generations::new(),
             stats,
             policy,
         }
@@ -330,7 +413,7 @@ impl ResponseCache {
         M: Fn() -> F,
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
-        let start_epoch = self.epoch.load(Ordering::Acquire);
+        let stamp = self.generations.stamp(&key);
         let load = || {
             let load = make_load();
             async move {
@@ -338,7 +421,7 @@ impl ResponseCache {
                 Ok(Cached {
                     fetched,
                     ttl,
-                    load_epoch: start_epoch,
+                    stamp,
                 })
             }
         };
@@ -351,24 +434,24 @@ impl ResponseCache {
             Directive::NoStore => Ok(served(load().await?, Outcome::Bypass)),
             Directive::NoCache => {
                 let cached = load().await?;
-                self.store_unless_invalidated(key, cached.clone(), start_epoch)
-                    .await;
+                self.entries.insert(key, cached.clone()).await;
                 Ok(served(cached, Outcome::Bypass))
             }
             Directive::Default => {
                 if let Some(hit) = self.entries.get(&key).await {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(served(hit, Outcome::Hit));
+                    if hit.stamp == stamp {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(served(hit, Outcome::Hit));
+                    }
+                    // Made stale by a write: drop it so that the load below replaces it.
+                    self.entries.remove(&key).await;
                 }
-                let cached = self
-                    .load_coalesced(key.clone(), start_epoch, load())
-                    .await?;
-                if cached.load_epoch < start_epoch {
+                let cached = self.load_coalesced(key.clone(), load()).await?;
+                if cached.stamp != stamp {
                     // This call joined a load that began before a write it came after: that
                     // answer may predate the write, so fetch afresh (read-your-writes).
                     let fresh = load().await?;
-                    self.store_unless_invalidated(key, fresh.clone(), start_epoch)
-                        .await;
+                    self.entries.insert(key, fresh.clone()).await;
                     return Ok(served(fresh, Outcome::Miss));
                 }
                 Ok(served(cached, Outcome::Miss))
@@ -376,27 +459,14 @@ impl ResponseCache {
         }
     }
 
-    async fn load_coalesced<F>(
-        &self,
-        key: CacheKey,
-        start_epoch: u64,
-        load: F,
-    ) -> Result<Cached, Arc<GatewayError>>
+    async fn load_coalesced<F>(&self, key: CacheKey, load: F) -> Result<Cached, Arc<GatewayError>>
     where
         F: Future<Output = LoadResult> + Send + 'static,
     {
         let ran = AtomicBool::new(false);
         let init = async {
             ran.store(true, Ordering::Relaxed);
-            let cached = self
-                .join_or_spawn(&key, load)
-                .await
-                .map_err(LoadFailure::Failed)?;
-            if self.epoch.load(Ordering::Acquire) == start_epoch {
-                Ok(cached)
-            } else {
-                Err(LoadFailure::Uncacheable(cached))
-            }
+            self.join_or_spawn(&key, load).await
         };
         let result = self.entries.try_get_with(key.clone(), init).await;
         let counter = if ran.load(Ordering::Relaxed) {
@@ -405,13 +475,7 @@ impl ResponseCache {
             &self.stats.coalesced
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(cached) => Ok(cached),
-            Err(failure) => match &*failure {
-                LoadFailure::Failed(error) => Err(Arc::clone(error)),
-                LoadFailure::Uncacheable(cached) => Ok(cached.clone()),
-            },
-        }
+        result.map_err(|error| Arc::clone(&*error))
     }
 
     /// The in-flight load for `key`, or a new detached one running `load`.
@@ -448,24 +512,20 @@ impl ResponseCache {
         shared
     }
 
-    async fn store_unless_invalidated(&self, key: CacheKey, cached: Cached, start_epoch: u64) {
-        if self.epoch.load(Ordering::Acquire) == start_epoch {
-            self.entries.insert(key, cached).await;
-        }
-    }
-
-    /// Drops every entry matching `predicate`, for every token, and keeps loads in flight from
-    /// storing answers that may predate the change.
-    pub fn invalidate(&self, predicate: impl Fn(&CacheKey) -> bool + Send + Sync + 'static) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+    /// Makes every answer in `scope` stale, for every token it concerns: from now on none of
+    /// them is served, and loads in flight that began before this call store nothing servable.
+    pub fn invalidate(&self, scope: Scope) {
+        self.generations
+            .counter(&scope)
+            .fetch_add(1, Ordering::AcqRel);
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.retain(|key, _| !predicate(key));
+            inflight.retain(|key, _| !scope.covers(key));
         }
-        // Only fails when closures are disabled, and they are enabled in `new`.
+        // Reclaims the memory now rather than at expiry; correctness does not depend on it.
         let _ = self
             .entries
-            .invalidate_entries_if(move |key, _| predicate(key));
+            .invalidate_entries_if(move |key, _| scope.covers(key));
     }
 
     /// The current figures.

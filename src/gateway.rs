@@ -21,6 +21,7 @@ use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
+    cache::Scope,
     cache::{
         CacheKey, CachePolicy, Directive, Fetched, Outcome, ResponseCache, SharedMessage, TokenId,
     },
@@ -250,6 +251,7 @@ impl Gateway {
             token: cache.token_id(authorization.as_bytes()),
             org: org_tag(&request_json),
             me: route.service == Service::Me,
+            org_list: std::ptr::eq(route, &routes::ORG_LIST),
             request: message.encode_to_vec().into_boxed_slice(),
         };
         // Bounded by this caller's own deadline too: a waiter must not outlive it while
@@ -269,24 +271,23 @@ impl Gateway {
     fn invalidate(&self, route: &'static Route, token: TokenId, request: &Value) {
         let cache = &self.inner.cache;
         for invalidation in route.invalidates {
-            match invalidation {
-                Invalidation::Org => {
-                    if let Some(org) = org_tag(request) {
-                        cache.invalidate(move |key| key.org == Some(org));
-                    }
-                }
-                Invalidation::OrgLists => {
-                    cache.invalidate(|key| key.route == routes::ORG_LIST.action)
-                }
-                Invalidation::CallerMe => cache.invalidate(move |key| key.token == token && key.me),
-                Invalidation::CallerAll => cache.invalidate(move |key| key.token == token),
+            let scope = match invalidation {
+                Invalidation::Org => match org_tag(request) {
+                    Some(org) => Scope::Org(org),
+                    None => continue,
+                },
+                Invalidation::OrgLists => Scope::OrgLists,
+                Invalidation::CallerMe => Scope::TokenMe(token),
+                Invalidation::CallerAll => Scope::TokenAll(token),
                 Invalidation::CallerAllIfTokensInvalidated => {
-                    if request.pointer("/body/invalidateExistingTokens") == Some(&Value::Bool(true))
+                    if request.pointer("/body/invalidateExistingTokens") != Some(&Value::Bool(true))
                     {
-                        cache.invalidate(move |key| key.token == token);
+                        continue;
                     }
+                    Scope::TokenAll(token)
                 }
-            }
+            };
+            cache.invalidate(scope);
         }
     }
 }
