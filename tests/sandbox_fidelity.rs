@@ -784,6 +784,8 @@ async fn capture_all() -> Vec<Captured> {
 
 // Every action, exactly as the route table says.
 
+/// All 42 actions are called; `Harness::call` checks each: exactly one upstream call, the one
+/// `upstream::resolve` describes, answered with the action's documented success status.
 #[tokio::test]
 async fn every_action_is_served_through_the_gateway_as_the_route_table_says() {
     let captured = capture_all().await;
@@ -791,15 +793,6 @@ async fn every_action_is_served_through_the_gateway_as_the_route_table_says() {
     let all: BTreeSet<&str> = ROUTES.iter().map(|r| r.action).collect();
     assert_eq!(all.len(), 42);
     assert_eq!(called, all, "every action is called");
-    // The calls really went to distinct places (no two actions collapsed onto one call).
-    let distinct: BTreeSet<(&str, String)> = captured
-        .iter()
-        .map(|c| {
-            let method_and_path = c.sent.split('?').next().unwrap_or_default().to_string();
-            (c.action, method_and_path)
-        })
-        .collect();
-    assert!(distinct.len() >= 42);
 }
 
 // No data silently dropped.
@@ -925,7 +918,12 @@ async fn every_key_the_sandbox_returns_is_a_field_of_the_reply_message() {
     let mut paths = BTreeSet::new();
     for c in &captured {
         for problem in unmapped_keys(c) {
-            problems.push(format!("{} ({}): {problem}", c.action, c.message.name()));
+            problems.push(format!(
+                "{} ({}, after {}): {problem}",
+                c.action,
+                c.message.name(),
+                c.sent
+            ));
         }
         key_paths(&c.raw, c.action, &mut paths);
     }

@@ -1844,7 +1844,8 @@ async fn different_users_see_their_own_usage_and_the_cache_never_mixes_them() {
     let (by_user, by_org_token) = (by_user.into_inner(), by_org_token.into_inner());
     assert_eq!(by_user, by_org_token);
     assert_ne!(by_user, first[0]);
-    // The second user is a viewer of Acme: same numbers; not a member of alpha-only orgs.
+    // The second user, a viewer of Acme, sees the same numbers; acme-labs, where they are not
+    // a member, is not found.
     let by_viewer = ok(
         "org.payloadCounts",
         orgs.payload_counts(org_payloads(SECOND_USER_TOKEN)).await,
@@ -2060,5 +2061,38 @@ async fn a_transfer_refreshes_the_destination_organization() {
         acme.summary.unwrap().app_count,
         Some(apps + 1),
         "the destination's cached OrgService/Get is stale after MeService/TransferResources"
+    );
+}
+
+#[tokio::test]
+#[ignore = "gateway limitation: a proto3 repeated field has no presence, so an empty list in a \
+            patch body is not sent and cannot clear the list upstream"]
+async fn an_empty_list_in_a_patch_body_clears_the_list() {
+    let stack = Stack::start().await;
+    let mut instance = stack.gateway.instance_org().await;
+    let patched = ok(
+        "instanceOrg.patch",
+        instance
+            .patch(with_token(
+                proto::InstanceOrgPatchRequest {
+                    instance_id: DEMO_INSTANCE_ID.into(),
+                    org_id: INSTANCE_ORG_ID.into(),
+                    summary_include: Vec::new(),
+                    body: Some(proto::InstanceOrgPatch {
+                        description: s("no more tags"),
+                        tags: Vec::new(),
+                        ..Default::default()
+                    }),
+                },
+                INSTANCE_ADMIN_TOKEN,
+            ))
+            .await,
+    )
+    .into_inner();
+    assert_eq!(patched.description.as_deref(), Some("no more tags"));
+    assert_eq!(
+        patched.tags.len(),
+        0,
+        "Zeta's two tags survive a patch with `tags: []`"
     );
 }
