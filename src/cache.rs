@@ -67,6 +67,8 @@ pub struct CacheKey {
     pub me: bool,
     /// Whether the answer is an organization list, for invalidation.
     pub org_list: bool,
+    /// Whether the answer is the caller's invitations, for invalidation.
+    pub invitations: bool,
     /// The request message, protobuf-encoded (deterministic: request messages have no maps).
     pub request: Box<[u8]>,
 }
@@ -240,6 +242,10 @@ pub enum Scope {
     TokenMe(TokenId),
     /// Everything cached for this token.
     TokenAll(TokenId),
+    /// Every token's cached invitations.
+    Invitations,
+    /// Everything, for every token.
+    Everything,
 }
 
 impl Scope {
@@ -249,6 +255,8 @@ impl Scope {
             Scope::OrgLists => key.org_list,
             Scope::TokenMe(token) => key.token == *token && key.me,
             Scope::TokenAll(token) => key.token == *token,
+            Scope::Invitations => key.invitations,
+            Scope::Everything => true,
         }
     }
 }
@@ -261,12 +269,14 @@ impl Scope {
 struct Generations {
     stripes: Box<[AtomicU64]>,
     org_lists: AtomicU64,
+    invitations: AtomicU64,
+    everything: AtomicU64,
 }
 
 /// The generations of a key's scopes: organization, organization lists, token's me reads,
-/// token.
+/// token, invitations, everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp([u64; 4]);
+struct Stamp([u64; 6]);
 
 const STRIPES: usize = 4096;
 
@@ -275,6 +285,8 @@ impl Generations {
         Generations {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             org_lists: AtomicU64::new(0),
+            invitations: AtomicU64::new(0),
+            everything: AtomicU64::new(0),
         }
     }
 
@@ -294,6 +306,8 @@ impl Generations {
             Scope::OrgLists => &self.org_lists,
             Scope::TokenMe(token) => self.stripe(2, &token.0),
             Scope::TokenAll(token) => self.stripe(3, &token.0),
+            Scope::Invitations => &self.invitations,
+            Scope::Everything => &self.everything,
         }
     }
 
@@ -313,6 +327,12 @@ impl Generations {
                 0
             },
             load(self.counter(&Scope::TokenAll(key.token))),
+            if key.invitations {
+                load(&self.invitations)
+            } else {
+                0
+            },
+            load(&self.everything),
         ])
     }
 }

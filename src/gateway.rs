@@ -231,16 +231,22 @@ impl Gateway {
 
         let Some(ttl) = cache.policy().ttl(route.cache) else {
             let result = make_load().await;
+            let answer = match &result {
+                Ok(fetched) => Some(downcast::<Resp>(route, &fetched.message)?),
+                Err(_) => None,
+            };
             if !route.invalidates.is_empty() && result.as_ref().is_ok_or_outcome_unknown() {
-                self.invalidate(
-                    route,
-                    cache.token_id(authorization.as_bytes()),
-                    &request_json,
-                );
+                let answer_json = answer
+                    .as_ref()
+                    .filter(|_| route.invalidates.contains(&Invalidation::AnswerOrg))
+                    .and_then(|answer| answer.to_upstream_json().ok());
+                let token = cache.token_id(authorization.as_bytes());
+                self.invalidate(route, token, &request_json, answer_json.as_ref());
             }
             let fetched = result?;
             return Ok(Answer {
-                message: downcast::<Resp>(route, &fetched.message)?,
+                message: answer
+                    .ok_or_else(|| Arc::new(GatewayError::Internal("no answer".into())))?,
                 cache: (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
                 upstream_status: Some(fetched.upstream_status),
             });
@@ -249,9 +255,11 @@ impl Gateway {
         let key = CacheKey {
             route: route.action,
             token: cache.token_id(authorization.as_bytes()),
-            org: org_tag(&request_json),
+            org: org_id(request_json.get("orgId")),
             me: route.service == Service::Me,
             org_list: std::ptr::eq(route, &routes::ORG_LIST),
+            invitations: std::ptr::eq(route, &routes::ME_INVITES)
+                || std::ptr::eq(route, &routes::ME_INVITE),
             request: message.encode_to_vec().into_boxed_slice(),
         };
         // Bounded by this caller's own deadline too: a waiter must not outlive it while
@@ -268,26 +276,46 @@ impl Gateway {
     }
 
     /// Drops what a write on `route` made stale.
-    fn invalidate(&self, route: &'static Route, token: TokenId, request: &Value) {
+    fn invalidate(
+        &self,
+        route: &'static Route,
+        token: TokenId,
+        request: &Value,
+        answer: Option<&Value>,
+    ) {
         let cache = &self.inner.cache;
         for invalidation in route.invalidates {
             let scope = match invalidation {
-                Invalidation::Org => match org_tag(request) {
-                    Some(org) => Scope::Org(org),
-                    None => continue,
-                },
-                Invalidation::OrgLists => Scope::OrgLists,
-                Invalidation::CallerMe => Scope::TokenMe(token),
-                Invalidation::CallerAll => Scope::TokenAll(token),
-                Invalidation::CallerAllIfTokensInvalidated => {
-                    if request.pointer("/body/invalidateExistingTokens") != Some(&Value::Bool(true))
-                    {
-                        continue;
+                Invalidation::Org => org_tag(request.get("orgId")),
+                Invalidation::AnswerOrg => org_tag(answer.and_then(|a| a.get("orgId"))),
+                Invalidation::DestinationOrg => {
+                    let body = request.get("body");
+                    let to_org = body.and_then(|b| b.get("destinationType"))
+                        == Some(&Value::from("organization"));
+                    if to_org {
+                        org_tag(body.and_then(|b| b.get("destinationId")))
+                    } else {
+                        None
                     }
-                    Scope::TokenAll(token)
+                }
+                Invalidation::OrgLists => Some(Scope::OrgLists),
+                Invalidation::CallerMe => Some(Scope::TokenMe(token)),
+                Invalidation::CallerAll => Some(Scope::TokenAll(token)),
+                Invalidation::Invitations => Some(Scope::Invitations),
+                Invalidation::Everything => Some(Scope::Everything),
+                Invalidation::EverythingIfTokensRevoked => {
+                    let body = request.get("body");
+                    let revokes = body.and_then(|b| b.get("invalidateExistingTokens"))
+                        == Some(&Value::Bool(true))
+                        || body.and_then(|b| b.get("tokenCutoff")).is_some()
+                        || (route.action == "me.patch"
+                            && body.and_then(|b| b.get("password")).is_some());
+                    revokes.then_some(Scope::Everything)
                 }
             };
-            cache.invalidate(scope);
+            if let Some(scope) = scope {
+                cache.invalidate(scope);
+            }
         }
     }
 }
@@ -357,12 +385,15 @@ fn is_server_error(code: Code) -> bool {
     )
 }
 
-/// The organization a request is about (its `orgId`, lowercased), for cache invalidation.
-fn org_tag(request: &Value) -> Option<[u8; 24]> {
-    let id = request.get("orgId")?.as_str()?.as_bytes();
-    let mut tag: [u8; 24] = id.try_into().ok()?;
+/// The organization an id names (lowercased), for cache invalidation.
+fn org_id(id: Option<&Value>) -> Option<[u8; 24]> {
+    let mut tag: [u8; 24] = id?.as_str()?.as_bytes().try_into().ok()?;
     tag.make_ascii_lowercase();
     Some(tag)
+}
+
+fn org_tag(id: Option<&Value>) -> Option<Scope> {
+    org_id(id).map(Scope::Org)
 }
 
 /// The id that ties a call's logs, spans, metadata and error details together: the caller's

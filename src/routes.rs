@@ -105,8 +105,20 @@ pub enum Invalidation {
     CallerMe,
     /// Everything cached for the caller's token.
     CallerAll,
-    /// Everything cached for the caller's token when the body sets `invalidateExistingTokens`.
-    CallerAllIfTokensInvalidated,
+    /// The organization named in the answer's `orgId` (an accepted invitation).
+    AnswerOrg,
+    /// The organization a transfer goes to (`body.destinationId` with `destinationType`
+    /// `organization`).
+    DestinationOrg,
+    /// Every token's cached invitations (`MeService/Invites`, `MeService/Invite`): the invitee
+    /// of an organization's invitation is another user, whose token the gateway cannot name.
+    Invitations,
+    /// Everything cached, for every token, when the write revokes the user's other tokens
+    /// (`invalidateExistingTokens`, a new `tokenCutoff` or password): the gateway cannot tell
+    /// which tokens belong to the user, so it drops them all.
+    EverythingIfTokensRevoked,
+    /// Everything cached, for every token (the user is gone, and with it all its tokens).
+    Everything,
 }
 
 /// One RPC's translation to the upstream REST call.
@@ -188,7 +200,10 @@ pub fn enum_query_value(proto_name: &str) -> Option<&'static str> {
 }
 
 use CacheClass::{Entity, Never, Usage};
-use Invalidation::{CallerAll, CallerAllIfTokensInvalidated, CallerMe, Org, OrgLists};
+use Invalidation::{
+    AnswerOrg, CallerAll, CallerMe, DestinationOrg, Everything, EverythingIfTokensRevoked,
+    Invitations, Org, OrgLists,
+};
 use ParamKind::{Enum, Flag, Id, Integer, List, Text};
 
 /// `MeService/AddRecentItem`: Adds an item to a recent item list.
@@ -220,7 +235,7 @@ pub static ME_CHANGE_PASSWORD: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[CallerMe, CallerAllIfTokensInvalidated],
+    invalidates: &[CallerMe, EverythingIfTokensRevoked],
 };
 
 /// `MeService/Delete`: Deletes the current user.
@@ -236,7 +251,7 @@ pub static ME_DELETE: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[CallerAll],
+    invalidates: &[Everything],
 };
 
 /// `MeService/DeviceCounts`: Returns device counts by day for the time range specified for all applications the current user owns.
@@ -425,7 +440,7 @@ pub static ME_PATCH: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[CallerMe],
+    invalidates: &[CallerMe, EverythingIfTokensRevoked],
 };
 
 /// `MeService/PayloadCounts`: Returns payload counts for the time range specified for all applications the current user owns.
@@ -493,7 +508,7 @@ pub static ME_RESPOND_TO_INVITE: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[CallerMe, OrgLists],
+    invalidates: &[CallerMe, OrgLists, AnswerOrg, Invitations],
 };
 
 /// `MeService/TransferResources`: Moves resources to a new owner.
@@ -509,7 +524,7 @@ pub static ME_TRANSFER_RESOURCES: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[CallerMe, OrgLists],
+    invalidates: &[CallerMe, OrgLists, DestinationOrg],
 };
 
 /// `MeService/VerifyEmail`: Sends an email verification to the user.
@@ -579,7 +594,7 @@ pub static ORG_DELETE: Route = Route {
     body: None,
     success: 200,
     cache: Never,
-    invalidates: &[Org, OrgLists, CallerMe],
+    invalidates: &[Org, OrgLists, CallerMe, Invitations],
 };
 
 /// `OrgService/DeviceCounts`: Returns device counts by day for the time range specified for this organization.
@@ -629,7 +644,7 @@ pub static ORG_INVITE_MEMBER: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[Org, OrgLists],
+    invalidates: &[Org, OrgLists, Invitations],
 };
 
 /// `OrgService/ModifyMember`: Modifies a current org member's role.
@@ -768,7 +783,7 @@ pub static ORG_REVOKE_INVITE: Route = Route {
     body: None,
     success: 200,
     cache: Never,
-    invalidates: &[Org, OrgLists],
+    invalidates: &[Org, OrgLists, Invitations],
 };
 
 /// `OrgService/TransferResources`: Moves resources to a new owner.
@@ -784,7 +799,7 @@ pub static ORG_TRANSFER_RESOURCES: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[Org, OrgLists, CallerMe],
+    invalidates: &[Org, OrgLists, CallerMe, DestinationOrg],
 };
 
 /// `InstanceOrgService/Delete`: Deletes an organization.
@@ -798,7 +813,7 @@ pub static INSTANCE_ORG_DELETE: Route = Route {
     body: None,
     success: 200,
     cache: Never,
-    invalidates: &[Org, OrgLists, CallerMe],
+    invalidates: &[Org, OrgLists, CallerMe, Invitations],
 };
 
 /// `InstanceOrgService/DeviceCounts`: Returns device counts by day for the time range specified for this organization.

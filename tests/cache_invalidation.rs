@@ -329,15 +329,58 @@ async fn a_password_change_that_invalidates_tokens_drops_everything_for_the_toke
         .unwrap();
     assert_eq!(org_get(&gateway, A, 1).await, "miss");
     assert_eq!(org_list(&gateway, A).await, "miss");
+    // The user's other tokens are revoked upstream too, and the gateway cannot tell which
+    // tokens are the user's: every token's entries go.
     assert_eq!(
         org_get(&gateway, B, 1).await,
-        "hit",
-        "other tokens keep theirs"
+        "miss",
+        "other tokens' entries go too"
     );
+    assert_eq!(me_get(&gateway, B).await, "miss");
 }
 
 #[tokio::test]
-async fn deleting_the_user_and_refreshing_the_token_drop_everything_for_the_token() {
+async fn a_patch_that_sets_a_token_cutoff_drops_everything() {
+    let (upstream, gateway) = setup().await;
+    Reads::warm(&gateway, &upstream).await;
+    let mut me = gateway.me().await;
+    let patch = |body: proto::MePatch| proto::MePatchRequest {
+        body: Some(body),
+        ..Default::default()
+    };
+    me.patch(with_token(
+        patch(proto::MePatch {
+            first_name: Some("Dana".into()),
+            ..Default::default()
+        }),
+        A,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        org_get(&gateway, B, 1).await,
+        "hit",
+        "a plain profile patch keeps other tokens' entries"
+    );
+    let cutoff = pbjson_types::Timestamp {
+        seconds: 1_800_000_000,
+        nanos: 0,
+    };
+    me.patch(with_token(
+        patch(proto::MePatch {
+            token_cutoff: Some(cutoff),
+            ..Default::default()
+        }),
+        A,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(org_get(&gateway, B, 1).await, "miss");
+    assert_eq!(org_list(&gateway, A).await, "miss");
+}
+
+#[tokio::test]
+async fn refreshing_the_token_drops_its_entries_and_deleting_the_user_drops_everything() {
     let (upstream, gateway) = setup().await;
     Reads::warm(&gateway, &upstream).await;
     let mut me = gateway.me().await;
@@ -362,5 +405,9 @@ async fn deleting_the_user_and_refreshing_the_token_drop_everything_for_the_toke
     .unwrap();
     assert_eq!(org_get(&gateway, B, 1).await, "miss");
     assert_eq!(me_get(&gateway, B).await, "miss");
-    assert_eq!(org_get(&gateway, A, 1).await, "hit");
+    assert_eq!(
+        org_get(&gateway, A, 1).await,
+        "miss",
+        "a deleted user's tokens are all gone"
+    );
 }

@@ -8,8 +8,8 @@
 //! resource transfers, instance organizations, and per-user usage through the cache.
 //!
 //! The gateway caches reads (`x-cache` metadata) and writes invalidate what they change, so
-//! every read that follows a write is checked to be fresh. The tests marked `#[ignore]` show
-//! defects of the gateway's cache invalidation (see each test's reason); run them with
+//! every read that follows a write is checked to be fresh, also across users. The test marked
+//! `#[ignore]` shows a known limitation of the contract (see its reason); run it with
 //! `cargo test --test sandbox_session -- --ignored`.
 #![cfg(feature = "sandbox")]
 
@@ -1871,9 +1871,6 @@ async fn different_users_see_their_own_usage_and_the_cache_never_mixes_them() {
 // Defects of the gateway's cache invalidation (see the reasons).
 
 #[tokio::test]
-#[ignore = "gateway defect: a write by one user does not invalidate what another user cached \
-            (MeService/RespondToInvite carries no orgId, OrgService/InviteMember does not touch \
-            the invitee's MeService reads)"]
 async fn writes_by_one_user_are_seen_at_once_by_the_other() {
     let stack = Stack::start().await;
     let mut me = stack.gateway.me().await;
@@ -1957,9 +1954,6 @@ async fn writes_by_one_user_are_seen_at_once_by_the_other() {
 }
 
 #[tokio::test]
-#[ignore = "gateway defect: tokens revoked upstream keep being served cached reads \
-            (ChangePassword only clears the calling token's entries; MePatch with tokenCutoff \
-            clears only its MeService reads)"]
 async fn revoked_tokens_are_never_served_from_the_cache() {
     let stack = Stack::start().await;
     let mut me = stack.gateway.me().await;
@@ -2023,8 +2017,6 @@ async fn revoked_tokens_are_never_served_from_the_cache() {
 }
 
 #[tokio::test]
-#[ignore = "gateway defect: a resource transfer does not invalidate the destination \
-            organization (its id is in the body, not the request's org_id)"]
 async fn a_transfer_refreshes_the_destination_organization() {
     let stack = Stack::start().await;
     let mut me = stack.gateway.me().await;
