@@ -106,6 +106,43 @@ pub struct Settings {
     /// Time to live of cached entities and lists (me, organizations, invitations); 0 disables.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub cache_entity_ttl: Duration,
+    /// Retries of a failed read (GET) on connection errors, 502/503/504 and 429, with
+    /// exponential backoff and jitter, inside the caller's deadline; writes are never retried.
+    #[arg(long, default_value_t = 2)]
+    pub upstream_retries: u32,
+    /// Most RPCs served at once; beyond it calls are refused at once with UNAVAILABLE (health
+    /// and reflection are exempt). 0 means no limit.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrency: usize,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Largest request header list accepted (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`), in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_header_bytes: u32,
+    /// Close client connections after this age (with a grace period for calls in flight), so
+    /// that long-lived HTTP/2 connections rebalance behind L4 load balancers; 0 disables.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+    /// RPCs refused locally with PERMISSION_DENIED, comma-separated (`OrgService/Delete,MeService/Delete`).
+    #[arg(long, value_delimiter = ',')]
+    pub deny_rpcs: Vec<String>,
+    /// PEM certificate chain for TLS on the gRPC listener (with `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the gRPC listener (with `--tls-cert`).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// After SIGTERM/SIGINT: how long health reports NOT_SERVING while calls are still served,
+    /// so that load balancers and endpoints stop sending new calls.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// After the drain delay: how long calls in flight may take to finish before the gateway exits.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
     /// Run the embedded sandbox upstream on a loopback port and use it instead of `--upstream-url`.
     #[cfg(feature = "sandbox")]
     #[arg(long)]
@@ -122,12 +159,13 @@ pub struct Settings {
 
 impl Settings {
     /// The settings a loopback test starts from: every default, listening on an ephemeral
-    /// loopback port and calling `upstream_url`.
+    /// loopback port, calling `upstream_url`, with no drain delay.
     pub fn for_upstream(upstream_url: impl Into<String>) -> Settings {
         let mut settings = Cli::parse_from(["wnology-gateway"]).settings;
         settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.upstream_url = upstream_url.into();
+        settings.drain_delay = Duration::ZERO;
         settings
     }
 }

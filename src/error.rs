@@ -19,6 +19,12 @@ pub enum GatewayError {
     /// No usable `authorization: Bearer <token>` metadata.
     #[error("missing bearer token: send metadata `authorization: Bearer <token>`")]
     MissingToken,
+    /// `--max-concurrency` RPCs are already running: refused at once, safe to retry.
+    #[error("the gateway is overloaded (--max-concurrency reached); retry with backoff")]
+    Overloaded,
+    /// The RPC is disabled on this gateway (`--deny-rpcs`).
+    #[error("this RPC is disabled on this gateway (--deny-rpcs)")]
+    Denied,
     /// A request field is missing or malformed; nothing was sent upstream.
     #[error("invalid `{field}`: {description}")]
     InvalidArgument {
@@ -89,6 +95,8 @@ impl GatewayError {
     pub fn code(&self) -> Code {
         match self {
             GatewayError::MissingToken => Code::Unauthenticated,
+            GatewayError::Denied => Code::PermissionDenied,
+            GatewayError::Overloaded => Code::Unavailable,
             GatewayError::InvalidArgument { .. } => Code::InvalidArgument,
             GatewayError::Upstream(upstream) => code_for_http_status(upstream.status),
             GatewayError::Unreachable(_) | GatewayError::ReadFailed(_) => Code::Unavailable,
@@ -168,6 +176,8 @@ impl From<GatewayError> for Status {
 fn local_reason(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingToken => "MISSING_TOKEN",
+        GatewayError::Denied => "RPC_DENIED",
+        GatewayError::Overloaded => "OVERLOADED",
         GatewayError::InvalidArgument { .. } => "INVALID_ARGUMENT",
         GatewayError::Upstream(_) => "UPSTREAM_ERROR",
         GatewayError::Unreachable(_) => "UPSTREAM_UNREACHABLE",

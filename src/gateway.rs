@@ -33,6 +33,7 @@ use crate::{
     telemetry,
     upstream::{self, UpstreamClient, UpstreamConfigError, UpstreamRequest},
 };
+use std::collections::HashSet;
 
 /// Taken off the caller's deadline so that the gateway's own timer fires first and the caller
 /// hears DEADLINE_EXCEEDED from the gateway rather than a transport-level cancellation.
@@ -53,6 +54,41 @@ struct Inner {
     upstream_timeout: Duration,
     cache: ResponseCache,
     metrics: Arc<Metrics>,
+    /// Actions refused locally (`--deny-rpcs`).
+    denied: HashSet<&'static str>,
+}
+
+/// Why the gateway could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The upstream settings are unusable.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamConfigError),
+    /// `--deny-rpcs` names an RPC the gateway does not have.
+    #[error(
+        "--deny-rpcs: unknown RPC `{0}` (write `OrgService/Delete` or `wnology.v1.OrgService/Delete`)"
+    )]
+    UnknownRpc(String),
+}
+
+/// Resolves `--deny-rpcs` names to routes' actions.
+fn deny_list(names: &[String]) -> Result<HashSet<&'static str>, BuildError> {
+    names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let wanted = name.trim_start_matches('/');
+            routes::ROUTES
+                .iter()
+                .find(|route| {
+                    let full = route.full_method().to_string();
+                    full == wanted || full.strip_prefix("wnology.v1.") == Some(wanted)
+                })
+                .map(|route| route.action)
+                .ok_or_else(|| BuildError::UnknownRpc(name.to_string()))
+        })
+        .collect()
 }
 
 /// What a served call produced, besides its message.
@@ -64,7 +100,8 @@ struct Answer<Resp> {
 
 impl Gateway {
     /// Builds the gateway from its settings.
-    pub fn new(settings: &Settings) -> Result<Gateway, UpstreamConfigError> {
+    pub fn new(settings: &Settings) -> Result<Gateway, BuildError> {
+        let denied = deny_list(&settings.deny_rpcs)?;
         let metrics = Arc::new(Metrics::new());
         let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?;
         let cache = ResponseCache::new(CachePolicy {
@@ -77,6 +114,7 @@ impl Gateway {
             upstream_timeout: settings.upstream_timeout,
             cache,
             metrics,
+            denied,
         });
         let observed = Arc::downgrade(&inner);
         inner.metrics.observe_cache(move || {
@@ -204,6 +242,9 @@ impl Gateway {
         Req: prost::Message + prost::Name + Serialize + Default,
         Resp: UpstreamJson + Clone + Send + Sync + 'static,
     {
+        if self.inner.denied.contains(route.action) {
+            return Err(Arc::new(GatewayError::Denied));
+        }
         let authorization = bearer_authorization(metadata)?;
         let request_json =
             json::to_json_value(message).map_err(|e| unencodable_request(message, e))?;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod json;
 pub mod metrics;
+pub mod overload;
 pub mod proto;
 pub mod routes;
 #[cfg(feature = "sandbox")]

@@ -53,8 +53,12 @@ async fn main() -> ExitCode {
     }
 }
 
+#[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
 async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let (stop, stopped) = watch::channel(false);
+    // `signalled` starts the gateway's drain; `finished` stops what must outlive the drain
+    // (the admin listener, the embedded sandbox).
+    let (signal, signalled) = watch::channel(false);
+    let (finish, finished) = watch::channel(false);
     #[cfg(feature = "sandbox")]
     let sandbox = if settings.sandbox {
         let options = SandboxOptions {
@@ -65,7 +69,9 @@ async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::E
         settings.upstream_url = format!("http://{}", listener.local_addr()?);
         let sandbox = Sandbox::new(options)?;
         announce_tokens(&sandbox, &settings.upstream_url);
-        Some(tokio::spawn(sandbox.serve(listener, wait(stopped.clone()))))
+        Some(tokio::spawn(
+            sandbox.serve(listener, wait(finished.clone())),
+        ))
     } else {
         None
     };
@@ -81,14 +87,17 @@ async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::E
     let admin = tokio::spawn(admin::serve(
         Arc::clone(gateway.metrics()),
         admin_listener,
-        wait(stopped.clone()),
+        wait(finished.clone()),
     ));
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received");
-        let _ = stop.send(true);
+        let _ = signal.send(true);
     });
-    server::serve_gateway(gateway, listener, wait(stopped)).await?;
+    let options = server::ServeOptions::from_settings(&settings);
+    let served = server::serve_with(gateway, &options, listener, wait(signalled)).await;
+    let _ = finish.send(true);
+    served?;
     admin.await??;
     #[cfg(feature = "sandbox")]
     if let Some(sandbox) = sandbox {

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
+use tower::retry::budget::{Budget, TpsBudget};
 use tracing::{Instrument, field::Empty};
 
 use crate::{
@@ -223,6 +224,8 @@ pub struct UpstreamClient {
     port: u16,
     accept_version: HeaderValue,
     max_response_bytes: usize,
+    retries: u32,
+    retry_budget: Arc<TpsBudget>,
     metrics: Arc<Metrics>,
 }
 
@@ -284,6 +287,10 @@ impl UpstreamClient {
             port,
             accept_version,
             max_response_bytes: settings.max_upstream_response_bytes,
+            retries: settings.upstream_retries,
+            // Retries may add at most 20 % to the calls of the last 10 s, plus 10 a second so
+            // that a quiet gateway can still retry.
+            retry_budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
             metrics,
         })
     }
@@ -296,6 +303,12 @@ impl UpstreamClient {
     /// Sends `request` with the caller's `authorization`, within `timeout`, and returns the
     /// success answer; an HTTP error becomes [`GatewayError::Upstream`]. `caller_trace` is the
     /// caller's trace context, forwarded when the gateway does not trace itself.
+    ///
+    /// A read (GET) that fails on a connection error, 502, 503, 504 or 429 is tried again, up
+    /// to `--upstream-retries` times, after an exponential backoff with full jitter (at least
+    /// the upstream's `Retry-After`), while the deadline allows and the retry budget (a share
+    /// of recent calls) has room, so that a failing upstream is not stormed. Writes are sent
+    /// exactly once.
     pub async fn send(
         &self,
         route: &'static Route,
@@ -304,12 +317,52 @@ impl UpstreamClient {
         caller_trace: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<UpstreamResponse, GatewayError> {
+        let deadline = Instant::now() + timeout;
+        self.retry_budget.deposit();
+        let mut resend_count = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = self
+                .attempt(
+                    route,
+                    request,
+                    authorization,
+                    caller_trace,
+                    remaining,
+                    resend_count,
+                )
+                .await;
+            let Err(error) = &result else { return result };
+            if !route.is_read() || resend_count >= self.retries || !is_retryable(error) {
+                return result;
+            }
+            let delay = backoff(resend_count, error);
+            if Instant::now() + delay >= deadline || !self.retry_budget.withdraw() {
+                return result;
+            }
+            tracing::debug!(action = route.action, attempt = resend_count + 1, delay_ms = delay.as_millis() as u64, %error, "retrying upstream read");
+            tokio::time::sleep(delay).await;
+            resend_count += 1;
+        }
+    }
+
+    /// One HTTP exchange, in a client span of its own.
+    async fn attempt(
+        &self,
+        route: &'static Route,
+        request: &UpstreamRequest,
+        authorization: &HeaderValue,
+        caller_trace: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
+        resend_count: u32,
+    ) -> Result<UpstreamResponse, GatewayError> {
         let span = tracing::info_span!(
             "upstream",
             otel.name = %format_args!("{} {}", request.method, route.path),
             otel.kind = "client",
             otel.status_code = Empty,
             "http.request.method" = %request.method,
+            "http.request.resend_count" = Empty,
             "url.full" = %format_args!("{}{}", self.redacted_base_url, request.path_and_query),
             "url.template" = route.path,
             "server.address" = %self.domain,
@@ -318,6 +371,9 @@ impl UpstreamClient {
             "error.type" = Empty,
             "wnology.upstream.action" = route.action,
         );
+        if resend_count > 0 {
+            span.record("http.request.resend_count", resend_count);
+        }
         let started = Instant::now();
         let result = self
             .exchange(route, request, authorization, caller_trace, timeout, &span)
@@ -477,6 +533,30 @@ fn redact(url: &str) -> String {
             parsed.to_string()
         }
         Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+/// Whether a failed read may be tried again: the upstream did not process it, or said it is
+/// temporarily unable to.
+fn is_retryable(error: &GatewayError) -> bool {
+    match error {
+        GatewayError::Unreachable(_) | GatewayError::ReadFailed(_) => true,
+        GatewayError::Upstream(upstream) => matches!(upstream.status, 429 | 502 | 503 | 504),
+        _ => false,
+    }
+}
+
+/// Backoff before resend `n` (0-based): full jitter over 25 ms × 2ⁿ, but never less than the
+/// upstream's `Retry-After`.
+fn backoff(resend_count: u32, error: &GatewayError) -> Duration {
+    let ceiling = Duration::from_millis(25).saturating_mul(1 << resend_count.min(10));
+    let jittered = ceiling.mul_f64(rand::random::<f64>());
+    match error {
+        GatewayError::Upstream(UpstreamError {
+            retry_after: Some(after),
+            ..
+        }) => jittered.max(*after),
+        _ => jittered,
     }
 }
 

@@ -68,8 +68,8 @@ async fn a_cancelled_first_caller_does_not_make_the_waiters_call_again() {
 #[tokio::test]
 async fn errors_are_not_cached() {
     let upstream = RecordingUpstream::start(Answer::json(
-        503,
-        &json!({"type": "Unavailable", "message": "down"}),
+        500,
+        &json!({"type": "InternalError", "message": "down"}),
     ))
     .await;
     let gateway = TestGateway::start(&upstream.url()).await;

@@ -9,6 +9,13 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use wnology_gateway::proto;
 
+/// Retries are tested in `tests/retries.rs`; here one upstream answer is one status.
+fn no_retries(upstream: &RecordingUpstream) -> wnology_gateway::config::Settings {
+    let mut settings = wnology_gateway::config::Settings::for_upstream(upstream.url());
+    settings.upstream_retries = 0;
+    settings
+}
+
 async fn get_org(gateway: &TestGateway) -> tonic::Status {
     gateway
         .org()
@@ -43,7 +50,7 @@ async fn every_http_error_status_maps_to_its_code_with_details() {
         (507, Code::Internal),
     ];
     let upstream = RecordingUpstream::start(Answer::json(500, &json!({}))).await;
-    let gateway = TestGateway::start(&upstream.url()).await;
+    let gateway = TestGateway::start_with(no_retries(&upstream)).await;
     for (http_status, code) in table {
         let message = format!("upstream said {http_status}");
         upstream.answer(Answer::json(
@@ -112,7 +119,7 @@ async fn too_many_requests_carries_retry_info() {
         .with_header("retry-after", "7"),
     )
     .await;
-    let gateway = TestGateway::start(&upstream.url()).await;
+    let gateway = TestGateway::start_with(no_retries(&upstream)).await;
     let status = get_org(&gateway).await;
     assert_eq!(status.code(), Code::ResourceExhausted);
     let retry = status

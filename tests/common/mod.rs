@@ -18,7 +18,7 @@ use wnology_gateway::{
         instance_org_service_client::InstanceOrgServiceClient, me_service_client::MeServiceClient,
         org_service_client::OrgServiceClient,
     },
-    server,
+    server::{self, ServeOptions},
 };
 
 pub mod otlp;
@@ -212,9 +212,14 @@ impl TestGateway {
         let gateway = Gateway::new(&settings).unwrap();
         let serving = gateway.clone();
         let task = tokio::spawn(async move {
-            server::serve_gateway(serving, listener, async {
-                let _ = rx.await;
-            })
+            server::serve_with(
+                serving,
+                &ServeOptions::from_settings(&settings),
+                listener,
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
         });
         TestGateway {
