@@ -36,8 +36,11 @@ use crate::{
 use std::collections::HashSet;
 
 /// Taken off the caller's deadline so that the gateway's own timer fires first and the caller
-/// hears DEADLINE_EXCEEDED from the gateway rather than a transport-level cancellation.
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+/// hears DEADLINE_EXCEEDED from the gateway, in time, rather than its own or the transport's
+/// cancellation: a twentieth of the deadline, from 5 ms to 100 ms.
+pub fn deadline_margin(deadline: Duration) -> Duration {
+    (deadline / 20).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
 
 /// The metadata that carries the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -512,7 +515,9 @@ pub fn upstream_timeout(metadata: &MetadataMap, configured: Duration) -> Duratio
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
     {
-        Some(deadline) => deadline.saturating_sub(DEADLINE_MARGIN).min(configured),
+        Some(deadline) => deadline
+            .saturating_sub(deadline_margin(deadline))
+            .min(configured),
         None => configured,
     }
 }

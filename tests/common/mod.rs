@@ -21,6 +21,7 @@ use wnology_gateway::{
     server::{self, ServeOptions},
 };
 
+pub mod faults;
 pub mod otlp;
 
 /// The token the tests send.
