@@ -200,10 +200,21 @@ check(container["livenessProbe"]["grpc"].get("service", "") == "", "liveness ask
 ports = {port["name"]: port["containerPort"] for port in container["ports"]}
 check(ports.get("grpc") == grpc_port and ports.get("http-admin") == admin_port, "container ports match the listeners")
 
-# Shutdown budget: preStop drain delay + 30 s shutdown grace < terminationGracePeriodSeconds.
-drain = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+# Shutdown budget: the gateway's drain delay + shutdown grace (from the ConfigMap) plus any
+# preStop pause < terminationGracePeriodSeconds.
+def seconds(text):
+    text = str(text).strip()
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)
+pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+drain = seconds(data.get("WNOLOGY_DRAIN_DELAY", "5s"))
+shutdown = seconds(data.get("WNOLOGY_SHUTDOWN_GRACE", "30s"))
 grace = pod["spec"]["terminationGracePeriodSeconds"]
-check(grace > drain + 30, f"terminationGracePeriodSeconds {grace} > drain {drain} s + shutdown 30 s")
+check(grace > pre_stop + drain + shutdown,
+      f"terminationGracePeriodSeconds {grace} > preStop {pre_stop} s + drain {drain} s + shutdown {shutdown} s")
 
 # Prometheus annotations point at the admin listener.
 annotations = pod["metadata"].get("annotations", {})
