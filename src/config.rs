@@ -53,6 +53,8 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Print the RPC table (Markdown) that README.md carries.
     Routes,
+    /// Print the settings table (Markdown) that README.md carries.
+    Settings,
 }
 
 /// Settings of the standalone sandbox.
@@ -231,6 +233,40 @@ fn command_with_env_help() -> clap::Command {
     })
 }
 
+/// The Markdown settings table README.md carries (`wnology-gateway settings` prints it).
+pub fn settings_markdown() -> String {
+    let mut table = String::from(
+        "| Name | Flag | Environment variable | Default | Meaning |\n|---|---|---|---|---|\n",
+    );
+    for arg in Cli::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let default = match defaults.as_slice() {
+            [] if arg.get_action().takes_values() => "–".to_string(),
+            [] => "off".to_string(),
+            values => format!("`{}`", values.join(",")),
+        };
+        let meaning = arg
+            .get_help()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+            .replace('|', "\\|");
+        table.push_str(&format!(
+            "| {} | `--{long}` | `{}` | {default} | {meaning} |\n",
+            long.replace('-', " "),
+            env_var_name(long),
+        ));
+    }
+    table
+}
+
 /// Parses `250ms`, `90s`, `5m`, `2h`, `7d` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -285,6 +321,15 @@ mod tests {
     #[test]
     fn bad_environment_value_is_an_error() {
         assert!(Cli::load(["gw"], &env(&[("WNOLOGY_LISTEN", "nowhere")])).is_err());
+    }
+
+    #[test]
+    fn readme_settings_table_matches_the_flags() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&settings_markdown()),
+            "README.md's settings table is stale: run `wnology-gateway settings`"
+        );
     }
 
     #[test]

@@ -24,9 +24,16 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
-    if let Some(Command::Routes) = cli.command {
-        print!("{}", routes::markdown_table());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::Routes) => {
+            print!("{}", routes::markdown_table());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Settings) => {
+            print!("{}", wnology_gateway::config::settings_markdown());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let telemetry = match Telemetry::init(cli.settings.log_format, &ProcessEnv) {
         Ok(telemetry) => telemetry,
@@ -40,7 +47,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "sandbox")]
         Some(Command::Sandbox(args)) => run_sandbox(args).await,
-        Some(Command::Routes) | None => run_gateway(cli.settings).await,
+        Some(Command::Routes | Command::Settings) | None => run_gateway(cli.settings).await,
     };
     telemetry.shutdown();
     match result {
