@@ -277,6 +277,10 @@ async fn channel_to(addr: SocketAddr) -> Channel {
         .unwrap()
 }
 
+/// What this proves: the server closes a connection once it is older than the age (plus the
+/// grace, which the gateway sets to `--shutdown-grace`), and an idle channel reconnects, so the
+/// next call succeeds on a second connection. It does not prove that the close is graceful: no
+/// call is in flight at the time (the ignored test below covers that).
 #[tokio::test]
 async fn an_aged_connection_is_closed_and_the_channel_reconnects() {
     let upstream = RecordingUpstream::start(Answer::json(200, &json!({"name": "Acme"}))).await;
