@@ -127,7 +127,7 @@ pub struct Settings {
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     pub max_connection_age: Duration,
     /// RPCs refused locally with PERMISSION_DENIED, comma-separated (`OrgService/Delete,MeService/Delete`).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set)]
     pub deny_rpcs: Vec<String>,
     /// PEM certificate chain for TLS on the gRPC listener (with `--tls-key`).
     #[arg(long, requires = "tls_key")]

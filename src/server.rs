@@ -165,9 +165,9 @@ pub async fn serve_with(
 
     let mut server = Server::builder().http2_max_header_list_size(options.max_header_bytes);
     if !options.max_connection_age.is_zero() {
-        server = server
-            .max_connection_age(options.max_connection_age)
-            .max_connection_age_grace(options.shutdown_grace);
+        // No `max_connection_age_grace`: in tonic 0.14 it replaces the GOAWAY at the age with a
+        // hard cut at age + grace, failing the calls in flight.
+        server = server.max_connection_age(options.max_connection_age);
     }
     if let Some(tls) = &options.tls {
         server = server.tls_config(tls_config(tls)?)?;

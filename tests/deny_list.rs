@@ -207,7 +207,6 @@ fn the_environment_variable_parses_into_the_list() {
 /// line and relies on `args_override_self`, which clap does not apply to `ArgAction::Append`
 /// (the default action of a `Vec` field), so the two lists are concatenated.
 #[test]
-#[ignore = "defect: --deny-rpcs on the command line is appended to WNOLOGY_DENY_RPCS instead of replacing it"]
 fn the_command_line_list_replaces_the_environment_list() {
     let env = HashMap::from([(
         "WNOLOGY_DENY_RPCS".to_string(),

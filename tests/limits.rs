@@ -277,10 +277,9 @@ async fn channel_to(addr: SocketAddr) -> Channel {
         .unwrap()
 }
 
-/// What this proves: the server closes a connection once it is older than the age (plus the
-/// grace, which the gateway sets to `--shutdown-grace`), and an idle channel reconnects, so the
-/// next call succeeds on a second connection. It does not prove that the close is graceful: no
-/// call is in flight at the time (the ignored test below covers that).
+/// What this proves: the server closes a connection once it is older than the age, and an idle
+/// channel reconnects, so the next call succeeds on a second connection. It does not prove that
+/// the close is graceful: no call is in flight at the time (the next test covers that).
 #[tokio::test]
 async fn an_aged_connection_is_closed_and_the_channel_reconnects() {
     let upstream = RecordingUpstream::start(Answer::json(200, &json!({"name": "Acme"}))).await;
@@ -315,7 +314,6 @@ async fn an_aged_connection_is_closed_and_the_channel_reconnects() {
 /// ("connection closed") — tonic's client does not retry such a stream transparently — which
 /// is a client-side race, not the server's doing.
 #[tokio::test]
-#[ignore = "defect: with max_connection_age_grace set, tonic 0.14.9 never shuts an aged connection down gracefully; it cuts it at age + grace"]
 async fn calls_across_the_connection_age_all_succeed_on_new_connections() {
     let upstream = RecordingUpstream::start(
         Answer::json(200, &json!({"name": "Acme"})).after(Duration::from_millis(100)),
