@@ -122,8 +122,8 @@ pub struct Settings {
     /// Largest request header list accepted (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`), in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub max_header_bytes: u32,
-    /// Close client connections after this age (with a grace period for calls in flight), so
-    /// that long-lived HTTP/2 connections rebalance behind L4 load balancers; 0 disables.
+    /// Ask clients to reconnect (HTTP/2 GOAWAY; calls in flight finish) once a connection is this
+    /// old, so that long-lived connections rebalance behind L4 load balancers; 0 disables.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     pub max_connection_age: Duration,
     /// RPCs refused locally with PERMISSION_DENIED, comma-separated (`OrgService/Delete,MeService/Delete`).
