@@ -61,16 +61,22 @@ pub struct CacheKey {
     pub route: &'static str,
     /// The caller.
     pub token: TokenId,
-    /// The organization the answer belongs to (lowercase id), for invalidation.
-    pub org: Option<[u8; 24]>,
-    /// Whether the answer belongs to `MeService`, for invalidation.
-    pub me: bool,
-    /// Whether the answer is an organization list, for invalidation.
-    pub org_list: bool,
-    /// Whether the answer is the caller's invitations, for invalidation.
-    pub invitations: bool,
     /// The request message, protobuf-encoded (deterministic: request messages have no maps).
     pub request: Box<[u8]>,
+}
+
+/// What an answer belongs to, for invalidation. A function of the key (the request decides it),
+/// so it is kept with the answer and a hit needs no look at the request beyond its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tags {
+    /// The organization the answer belongs to (lowercase id).
+    pub org: Option<[u8; 24]>,
+    /// Whether the answer belongs to `MeService`.
+    pub me: bool,
+    /// Whether the answer is an organization list.
+    pub org_list: bool,
+    /// Whether the answer is the caller's invitations.
+    pub invitations: bool,
 }
 
 /// What one upstream load produced.
@@ -100,6 +106,7 @@ pub struct Served {
 struct Cached {
     fetched: Fetched,
     ttl: Duration,
+    tags: Tags,
     stamp: Stamp,
 }
 
@@ -249,13 +256,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn covers(&self, key: &CacheKey) -> bool {
+    fn covers(&self, owner: TokenId, tags: &Tags) -> bool {
         match self {
-            Scope::Org(org) => key.org == Some(*org),
-            Scope::OrgLists => key.org_list,
-            Scope::TokenMe(token) => key.token == *token && key.me,
-            Scope::TokenAll(token) => key.token == *token,
-            Scope::Invitations => key.invitations,
+            Scope::Org(org) => tags.org == Some(*org),
+            Scope::OrgLists => tags.org_list,
+            Scope::TokenMe(token) => owner == *token && tags.me,
+            Scope::TokenAll(token) => owner == *token,
+            Scope::Invitations => tags.invitations,
             Scope::Everything => true,
         }
     }
@@ -311,23 +318,23 @@ impl Generations {
         }
     }
 
-    fn stamp(&self, key: &CacheKey) -> Stamp {
+    fn stamp(&self, token: TokenId, tags: &Tags) -> Stamp {
         let load = |counter: &AtomicU64| counter.load(Ordering::Acquire);
         Stamp([
-            key.org
+            tags.org
                 .map_or(0, |org| load(self.counter(&Scope::Org(org)))),
-            if key.org_list {
+            if tags.org_list {
                 load(&self.org_lists)
             } else {
                 0
             },
-            if key.me {
-                load(self.counter(&Scope::TokenMe(key.token)))
+            if tags.me {
+                load(self.counter(&Scope::TokenMe(token)))
             } else {
                 0
             },
-            load(self.counter(&Scope::TokenAll(key.token))),
-            if key.invitations {
+            load(self.counter(&Scope::TokenAll(token))),
+            if tags.invitations {
                 load(&self.invitations)
             } else {
                 0
@@ -340,7 +347,7 @@ impl Generations {
 /// The read cache.
 pub struct ResponseCache {
     entries: Cache<CacheKey, Cached>,
-    inflight: Arc<Mutex<HashMap<CacheKey, SharedLoad>>>,
+    inflight: Arc<Mutex<HashMap<CacheKey, (Tags, SharedLoad)>>>,
     /// Keyed once with a per-process random key; cloned per call.
     hmac: Hmac<Sha256>,
     generations: Generations,
@@ -425,6 +432,7 @@ impl ResponseCache {
     pub async fn get_or_load<M, F>(
         &self,
         key: CacheKey,
+        tags: Tags,
         ttl: Duration,
         directive: Directive,
         make_load: M,
@@ -433,7 +441,7 @@ impl ResponseCache {
         M: Fn() -> F,
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
-        let stamp = self.generations.stamp(&key);
+        let stamp = self.generations.stamp(key.token, &tags);
         let load = || {
             let load = make_load();
             async move {
@@ -441,6 +449,7 @@ impl ResponseCache {
                 Ok(Cached {
                     fetched,
                     ttl,
+                    tags,
                     stamp,
                 })
             }
@@ -458,15 +467,10 @@ impl ResponseCache {
                 Ok(served(cached, Outcome::Bypass))
             }
             Directive::Default => {
-                if let Some(hit) = self.entries.get(&key).await {
-                    if hit.stamp == stamp {
-                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(served(hit, Outcome::Hit));
-                    }
-                    // Made stale by a write: drop it so that the load below replaces it.
-                    self.entries.remove(&key).await;
+                if let Some(hit) = self.lookup(&key).await {
+                    return Ok(hit);
                 }
-                let cached = self.load_coalesced(key.clone(), load()).await?;
+                let cached = self.load_coalesced(key.clone(), tags, load()).await?;
                 if cached.stamp != stamp {
                     // This call joined a load that began before a write it came after: that
                     // answer may predate the write, so fetch afresh (read-your-writes).
@@ -479,14 +483,36 @@ impl ResponseCache {
         }
     }
 
-    async fn load_coalesced<F>(&self, key: CacheKey, load: F) -> Result<Cached, Arc<GatewayError>>
+    /// The cached answer for `key`, if there is one that no write has made stale since its
+    /// load began. The fast path: it needs nothing but the key.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<Served> {
+        let hit = self.entries.get(key).await?;
+        if self.generations.stamp(key.token, &hit.tags) != hit.stamp {
+            // Made stale by a write: drop it so that a load replaces it.
+            self.entries.remove(key).await;
+            return None;
+        }
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(Served {
+            message: hit.fetched.message,
+            outcome: Outcome::Hit,
+            upstream_status: None,
+        })
+    }
+
+    async fn load_coalesced<F>(
+        &self,
+        key: CacheKey,
+        tags: Tags,
+        load: F,
+    ) -> Result<Cached, Arc<GatewayError>>
     where
         F: Future<Output = LoadResult> + Send + 'static,
     {
         let ran = AtomicBool::new(false);
         let init = async {
             ran.store(true, Ordering::Relaxed);
-            self.join_or_spawn(&key, load).await
+            self.join_or_spawn(&key, tags, load).await
         };
         let result = self.entries.try_get_with(key.clone(), init).await;
         let counter = if ran.load(Ordering::Relaxed) {
@@ -499,14 +525,14 @@ impl ResponseCache {
     }
 
     /// The in-flight load for `key`, or a new detached one running `load`.
-    fn join_or_spawn<F>(&self, key: &CacheKey, load: F) -> SharedLoad
+    fn join_or_spawn<F>(&self, key: &CacheKey, tags: Tags, load: F) -> SharedLoad
     where
         F: Future<Output = LoadResult> + Send + 'static,
     {
         let Ok(mut inflight) = self.inflight.lock() else {
             return load.boxed().shared();
         };
-        if let Some(existing) = inflight.get(key) {
+        if let Some((_, existing)) = inflight.get(key) {
             return existing.clone();
         }
         let registry = Arc::clone(&self.inflight);
@@ -528,7 +554,7 @@ impl ResponseCache {
             })
             .boxed()
             .shared();
-        inflight.insert(key.clone(), shared.clone());
+        inflight.insert(key.clone(), (tags, shared.clone()));
         shared
     }
 
@@ -540,12 +566,12 @@ impl ResponseCache {
             .fetch_add(1, Ordering::AcqRel);
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.retain(|key, _| !scope.covers(key));
+            inflight.retain(|key, (tags, _)| !scope.covers(key.token, tags));
         }
         // Reclaims the memory now rather than at expiry; correctness does not depend on it.
         let _ = self
             .entries
-            .invalidate_entries_if(move |key, _| scope.covers(key));
+            .invalidate_entries_if(move |key, value| scope.covers(key.token, &value.tags));
     }
 
     /// The current figures.

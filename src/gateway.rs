@@ -21,10 +21,10 @@ use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    cache::Scope,
     cache::{
         CacheKey, CachePolicy, Directive, Fetched, Outcome, ResponseCache, SharedMessage, TokenId,
     },
+    cache::{Scope, Tags},
     config::Settings,
     error::{GatewayError, code_name},
     json::{self, UpstreamJson},
@@ -249,6 +249,27 @@ impl Gateway {
             return Err(Arc::new(GatewayError::Denied));
         }
         let authorization = bearer_authorization(metadata)?;
+        let cache = &self.inner.cache;
+        let ttl = cache.policy().ttl(route.cache);
+        let directive = Directive::from_metadata(metadata);
+
+        // The hit path needs only the key: a request whose bytes hit was checked when its
+        // answer was loaded, so it is neither re-encoded to JSON nor resolved again.
+        let key = ttl.map(|_| CacheKey {
+            route: route.action,
+            token: cache.token_id(authorization.as_bytes()),
+            request: message.encode_to_vec().into_boxed_slice(),
+        });
+        if let (Some(key), Directive::Default) = (&key, directive)
+            && let Some(hit) = cache.lookup(key).await
+        {
+            return Ok(Answer {
+                message: downcast::<Resp>(route, &hit.message)?,
+                cache: Some(Outcome::Hit),
+                upstream_status: None,
+            });
+        }
+
         let request_json =
             json::to_json_value(message).map_err(|e| unencodable_request(message, e))?;
         let upstream_request = Arc::new(upstream::resolve(route, &request_json)?);
@@ -258,7 +279,6 @@ impl Gateway {
         } else {
             telemetry::caller_trace_headers(metadata)
         });
-        let cache = &self.inner.cache;
         let inner = &self.inner;
         let make_load = || {
             let (inner, request, authorization, trace) = (
@@ -273,7 +293,7 @@ impl Gateway {
             async move { load::<Resp>(&inner, route, &request, &authorization, &trace, timeout).await }.instrument(span)
         };
 
-        let Some(ttl) = cache.policy().ttl(route.cache) else {
+        let (Some(ttl), Some(key)) = (ttl, key) else {
             let result = make_load().await;
             let answer = match &result {
                 Ok(fetched) => Some(downcast::<Resp>(route, &fetched.message)?),
@@ -296,19 +316,16 @@ impl Gateway {
             });
         };
 
-        let key = CacheKey {
-            route: route.action,
-            token: cache.token_id(authorization.as_bytes()),
+        let tags = Tags {
             org: org_id(request_json.get("orgId")),
             me: route.service == Service::Me,
             org_list: std::ptr::eq(route, &routes::ORG_LIST),
             invitations: std::ptr::eq(route, &routes::ME_INVITES)
                 || std::ptr::eq(route, &routes::ME_INVITE),
-            request: message.encode_to_vec().into_boxed_slice(),
         };
         // Bounded by this caller's own deadline too: a waiter must not outlive it while
         // another caller's load is in flight.
-        let cached = cache.get_or_load(key, ttl, Directive::from_metadata(metadata), make_load);
+        let cached = cache.get_or_load(key, tags, ttl, directive, make_load);
         let served = tokio::time::timeout(timeout, cached)
             .await
             .unwrap_or(Err(Arc::new(GatewayError::DeadlineExceeded)))?;
