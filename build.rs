@@ -1,9 +1,18 @@
-//! Generates the gRPC server/client code, the canonical proto3 JSON (serde) impls and the file
-//! descriptor set (for reflection and the upstream JSON encoder) from `proto/`.
+//! Generates the messages and gRPC clients, the gRPC servers, the canonical proto3 JSON (serde)
+//! impls and the file descriptor set (for reflection and the upstream JSON encoder) from
+//! `proto/`.
+//!
+//! The servers are generated from the same descriptors with `tonic_build::manual` rather than
+//! by tonic-prost-build, only so that each method returns `crate::reply::Encoded<Output>` (its
+//! answer's protobuf bytes, encoded once and shared with the cache) through
+//! `crate::reply::ReplyCodec`. Clients are the usual prost ones: the wire is the same.
 //!
 //! protoc comes from `protoc-bin-vendored`, so a fresh machine needs no system protoc.
 
-use std::{env, error::Error, path::PathBuf};
+use std::{env, error::Error, path::Path, path::PathBuf};
+
+use prost::Message;
+use prost_types::{FileDescriptorSet, ServiceDescriptorProto, SourceCodeInfo};
 
 const PROTOS: [&str; 5] = [
     "proto/wnology/v1/common.proto",
@@ -25,6 +34,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // uses to find the message's descriptor.
     config.enable_type_names();
     tonic_prost_build::configure()
+        .build_server(false)
         .file_descriptor_set_path(&descriptor_path)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
@@ -42,6 +52,82 @@ fn main() -> Result<(), Box<dyn Error>> {
         .exclude([".wnology.v1.DisabledAt"])
         .build(&[".wnology"])?;
 
+    generate_servers(&descriptors, &out_dir)?;
+
     println!("cargo:rerun-if-changed=proto");
     Ok(())
+}
+
+/// Writes `wnology.v1.<Service>.rs` for each service of the `wnology.v1` package.
+fn generate_servers(descriptors: &[u8], out_dir: &Path) -> Result<(), Box<dyn Error>> {
+    let set = FileDescriptorSet::decode(descriptors)?;
+    let mut services = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "wnology.v1") {
+        for (index, service) in file.service.iter().enumerate() {
+            services.push(server(service, index, file.source_code_info.as_ref())?);
+        }
+    }
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .out_dir(out_dir)
+        .compile(&services);
+    Ok(())
+}
+
+fn server(
+    service: &ServiceDescriptorProto,
+    index: usize,
+    source: Option<&SourceCodeInfo>,
+) -> Result<tonic_build::manual::Service, Box<dyn Error>> {
+    // Source locations: 6 = FileDescriptorProto.service, 2 = ServiceDescriptorProto.method.
+    let comment = |path: &[i32]| -> Vec<String> {
+        source
+            .and_then(|info| info.location.iter().find(|l| l.path == path))
+            .and_then(|location| location.leading_comments.as_deref())
+            .map(|text| text.lines().map(|line| line.trim().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let service_index = i32::try_from(index)?;
+    let mut builder = tonic_build::manual::Service::builder()
+        .name(service.name())
+        .package("wnology.v1");
+    for line in comment(&[6, service_index]) {
+        builder = builder.comment(line);
+    }
+    for (index, method) in service.method.iter().enumerate() {
+        let rust_type = |proto: &str| {
+            proto
+                .strip_prefix(".wnology.v1.")
+                .map(|name| format!("crate::proto::{name}"))
+                .ok_or_else(|| format!("{proto}: not a wnology.v1 message"))
+        };
+        let mut rpc = tonic_build::manual::Method::builder();
+        for line in comment(&[6, service_index, 2, i32::try_from(index)?]) {
+            rpc = rpc.comment(line);
+        }
+        builder = builder.method(
+            rpc.name(snake_case(method.name()))
+                .route_name(method.name())
+                .input_type(rust_type(method.input_type())?)
+                .output_type(format!(
+                    "crate::reply::Encoded<{}>",
+                    rust_type(method.output_type())?
+                ))
+                .codec_path("crate::reply::ReplyCodec")
+                .build(),
+        );
+    }
+    Ok(builder.build())
+}
+
+/// `PayloadCountsBreakdown` → `payload_counts_breakdown` (method names have no acronyms).
+fn snake_case(name: &str) -> String {
+    let mut snake = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
 }

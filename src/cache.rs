@@ -1,5 +1,5 @@
-//! The read cache: decoded upstream answers, keyed by RPC, request and caller, in a moka cache
-//! bounded by bytes.
+//! The read cache: upstream answers as their protobuf encoding (see [`crate::reply`]), keyed by
+//! RPC, request and caller, in a moka cache bounded by bytes.
 //!
 //! An answer is only ever served to the token that fetched it: the key holds an HMAC of the
 //! token under a per-process random key (never the token itself), so a narrower-scoped token of
@@ -10,7 +10,6 @@
 //! answer that may predate a write is served once the write has returned.
 
 use std::{
-    any::Any,
     collections::HashMap,
     fmt,
     future::Future,
@@ -21,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use futures_util::{
     FutureExt,
     future::{BoxFuture, Shared},
@@ -33,11 +33,8 @@ use tonic::metadata::MetadataMap;
 use crate::{error::GatewayError, routes::CacheClass};
 
 /// Bytes counted for each entry beyond its key and encoded answer: moka's own bookkeeping, the
-/// `Arc`s and the decoded message's heap overhead over its encoding.
+/// `Arc`s and the allocator's rounding.
 pub const ENTRY_OVERHEAD_BYTES: u32 = 512;
-
-/// A decoded answer, shared between the cache and every caller it is served to.
-pub type SharedMessage = Arc<dyn Any + Send + Sync>;
 
 /// Who is calling: an HMAC-SHA256 of the bearer token under the process's random key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,21 +77,19 @@ pub struct Tags {
 }
 
 /// What one upstream load produced.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Fetched {
-    /// The decoded response message.
-    pub message: SharedMessage,
-    /// Its protobuf-encoded length, for the weigher.
-    pub encoded_len: usize,
+    /// The response message, protobuf-encoded.
+    pub answer: Bytes,
     /// The upstream's HTTP status.
     pub upstream_status: u16,
 }
 
 /// What a call got from [`ResponseCache::get_or_load`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Served {
-    /// The decoded response message.
-    pub message: SharedMessage,
+    /// The response message, protobuf-encoded.
+    pub answer: Bytes,
     /// What the cache did.
     pub outcome: Outcome,
     /// The upstream's HTTP status, when this call's answer came from an upstream call.
@@ -113,7 +108,7 @@ struct Cached {
 impl fmt::Debug for Cached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
-            .field("encoded_len", &self.fetched.encoded_len)
+            .field("answer_len", &self.fetched.answer.len())
             .field("ttl", &self.ttl)
             .finish()
     }
@@ -389,7 +384,7 @@ impl ResponseCache {
         let entries = Cache::builder()
             .max_capacity(policy.max_bytes)
             .weigher(|key: &CacheKey, value: &Cached| {
-                let bytes = key.request.len() + value.fetched.encoded_len + size_of::<CacheKey>();
+                let bytes = key.request.len() + value.fetched.answer.len() + size_of::<CacheKey>();
                 u32::try_from(bytes)
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD_BYTES)
@@ -455,7 +450,7 @@ impl ResponseCache {
             }
         };
         let served = |cached: Cached, outcome| Served {
-            message: cached.fetched.message,
+            answer: cached.fetched.answer,
             outcome,
             upstream_status: (outcome != Outcome::Hit).then_some(cached.fetched.upstream_status),
         };
@@ -494,7 +489,7 @@ impl ResponseCache {
         }
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(Served {
-            message: hit.fetched.message,
+            answer: hit.fetched.answer,
             outcome: Outcome::Hit,
             upstream_status: None,
         })

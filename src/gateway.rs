@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use http::HeaderValue;
 use prost_reflect::{DynamicMessage, Kind};
 use serde::Serialize;
@@ -22,13 +23,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     cache::{
-        CacheKey, CachePolicy, Directive, Fetched, Outcome, ResponseCache, SharedMessage, TokenId,
+        CacheKey, CachePolicy, Directive, Fetched, Outcome, ResponseCache, Scope, Tags, TokenId,
     },
-    cache::{Scope, Tags},
     config::Settings,
     error::{GatewayError, code_name},
     json::{self, UpstreamJson},
     metrics::{Metrics, RpcLabels},
+    reply::Encoded,
     routes::{self, CacheClass, Invalidation, Route, Service},
     telemetry,
     upstream::{self, UpstreamClient, UpstreamConfigError, UpstreamRequest},
@@ -94,9 +95,9 @@ fn deny_list(names: &[String]) -> Result<HashSet<&'static str>, BuildError> {
         .collect()
 }
 
-/// What a served call produced, besides its message.
-struct Answer<Resp> {
-    message: Resp,
+/// What a served call produced: its answer, encoded, and how it was obtained.
+struct Answer {
+    answer: Bytes,
     cache: Option<Outcome>,
     upstream_status: Option<u16>,
 }
@@ -144,10 +145,10 @@ impl Gateway {
         &self,
         route: &'static Route,
         request: Request<Req>,
-    ) -> Result<Response<Resp>, Status>
+    ) -> Result<Response<Encoded<Resp>>, Status>
     where
         Req: prost::Message + prost::Name + Serialize + Default,
-        Resp: UpstreamJson + Clone + Send + Sync + 'static,
+        Resp: UpstreamJson + Send + Sync + 'static,
     {
         let started = Instant::now();
         let (metadata, _, message) = request.into_parts();
@@ -169,7 +170,7 @@ impl Gateway {
         }
         let in_flight = self.inner.metrics.in_flight();
         let result = self
-            .call_parts(route, &metadata, &message)
+            .call_parts::<Req, Resp>(route, &metadata, &message)
             .instrument(span.clone())
             .await;
         drop(in_flight);
@@ -214,7 +215,7 @@ impl Gateway {
 
         match result {
             Ok(answer) => {
-                let mut response = Response::new(answer.message);
+                let mut response = Response::new(Encoded::from_bytes(answer.answer));
                 response
                     .metadata_mut()
                     .insert(REQUEST_ID, request_id.to_metadata());
@@ -240,10 +241,10 @@ impl Gateway {
         route: &'static Route,
         metadata: &MetadataMap,
         message: &Req,
-    ) -> Result<Answer<Resp>, Arc<GatewayError>>
+    ) -> Result<Answer, Arc<GatewayError>>
     where
         Req: prost::Message + prost::Name + Serialize + Default,
-        Resp: UpstreamJson + Clone + Send + Sync + 'static,
+        Resp: UpstreamJson + Send + Sync + 'static,
     {
         if self.inner.denied.contains(route.action) {
             return Err(Arc::new(GatewayError::Denied));
@@ -264,7 +265,7 @@ impl Gateway {
             && let Some(hit) = cache.lookup(key).await
         {
             return Ok(Answer {
-                message: downcast::<Resp>(route, &hit.message)?,
+                answer: hit.answer,
                 cache: Some(Outcome::Hit),
                 upstream_status: None,
             });
@@ -295,22 +296,20 @@ impl Gateway {
 
         let (Some(ttl), Some(key)) = (ttl, key) else {
             let result = make_load().await;
-            let answer = match &result {
-                Ok(fetched) => Some(downcast::<Resp>(route, &fetched.message)?),
-                Err(_) => None,
-            };
             if !route.invalidates.is_empty() && result.as_ref().is_ok_or_outcome_unknown() {
-                let answer_json = answer
+                // Rare (one write names its organization only in its answer): decode it again.
+                let answer_json = result
                     .as_ref()
+                    .ok()
                     .filter(|_| route.invalidates.contains(&Invalidation::AnswerOrg))
+                    .and_then(|fetched| Resp::decode(fetched.answer.clone()).ok())
                     .and_then(|answer| answer.to_upstream_json().ok());
                 let token = cache.token_id(authorization.as_bytes());
                 self.invalidate(route, token, &request_json, answer_json.as_ref());
             }
             let fetched = result?;
             return Ok(Answer {
-                message: answer
-                    .ok_or_else(|| Arc::new(GatewayError::Internal("no answer".into())))?,
+                answer: fetched.answer,
                 cache: (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
                 upstream_status: Some(fetched.upstream_status),
             });
@@ -330,7 +329,7 @@ impl Gateway {
             .await
             .unwrap_or(Err(Arc::new(GatewayError::DeadlineExceeded)))?;
         Ok(Answer {
-            message: downcast::<Resp>(route, &served.message)?,
+            answer: served.answer,
             cache: Some(served.outcome),
             upstream_status: served.upstream_status,
         })
@@ -381,7 +380,8 @@ impl Gateway {
     }
 }
 
-/// Calls the upstream and decodes its answer.
+/// Calls the upstream and decodes its answer, which is encoded once here for every caller and
+/// the cache.
 async fn load<Resp: UpstreamJson + Send + Sync + 'static>(
     inner: &Inner,
     route: &'static Route,
@@ -399,23 +399,9 @@ async fn load<Resp: UpstreamJson + Send + Sync + 'static>(
             action: route.action,
             reason: e.to_string(),
         })?;
-    let encoded_len = message.encoded_len();
     Ok(Fetched {
-        message: Arc::new(message) as SharedMessage,
-        encoded_len,
+        answer: Bytes::from(message.encode_to_vec()),
         upstream_status: response.status,
-    })
-}
-
-fn downcast<Resp: Clone + 'static>(
-    route: &Route,
-    message: &SharedMessage,
-) -> Result<Resp, Arc<GatewayError>> {
-    message.downcast_ref::<Resp>().cloned().ok_or_else(|| {
-        Arc::new(GatewayError::Internal(format!(
-            "the answer of {} has another type",
-            route.action
-        )))
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A call flows `services` → `gateway` (the one wrapper: auth, validation, cache, tracing,
 //! metrics) → `upstream` (the REST call described by `routes`), and back through `json` and
-//! `error`.
+//! `error`; answers travel as protobuf bytes encoded once (`reply`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -14,6 +14,7 @@ pub mod json;
 pub mod metrics;
 pub mod overload;
 pub mod proto;
+pub mod reply;
 pub mod routes;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -5,6 +5,10 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 tonic::include_proto!("wnology.v1");
+// The servers, generated apart so that they answer with `crate::reply::Encoded` (see build.rs).
+tonic::include_proto!("wnology.v1.MeService");
+tonic::include_proto!("wnology.v1.OrgService");
+tonic::include_proto!("wnology.v1.InstanceOrgService");
 include!(concat!(env!("OUT_DIR"), "/wnology.v1.serde.rs"));
 
 /// The encoded `FileDescriptorSet` of every `.proto` file the gateway serves.

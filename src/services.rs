@@ -9,6 +9,7 @@ use crate::{
         self, instance_org_service_server::InstanceOrgService, me_service_server::MeService,
         org_service_server::OrgService,
     },
+    reply::Encoded,
     routes,
 };
 
@@ -20,7 +21,7 @@ macro_rules! bind_routes {
         #[tonic::async_trait]
         impl $service for $handler {
             $(
-                async fn $method(&self, request: Request<proto::$request>) -> Result<Response<proto::$response>, Status> {
+                async fn $method(&self, request: Request<proto::$request>) -> Result<Response<Encoded<proto::$response>>, Status> {
                     self.0.call(&routes::$route, request).await
                 }
             )*

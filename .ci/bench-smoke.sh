@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Benchmark smoke run (about 30 s of measuring after the release build): every phase of
+# `cargo bench --bench gateway` at a small size. The goals it prints (MET / NOT MET) are
+# informational; it fails only when something is functionally wrong: a call failed, a sampled
+# `x-cache` was not what the phase expects, or a burst of identical cold reads made other than
+# exactly one upstream request. Not part of `.ci/run`; call it where a CI budget allows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo bench --locked --bench gateway -- --quick "$@"

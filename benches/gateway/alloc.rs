@@ -1,0 +1,149 @@
+//! A counting wrapper around the system allocator, installed as this bench binary's global
+//! allocator (the library itself stays `#![forbid(unsafe_code)]`; `GlobalAlloc` can only be
+//! implemented with `unsafe impl`, so that unsafety lives here and only here).
+//!
+//! Counting is off unless [`enable`]d, so the throughput phases pay one relaxed load per
+//! allocation and nothing else. Each thread carries a [`Role`] (set when a runtime starts its
+//! threads), so allocations can be split between the load generator, the server under test
+//! and the upstream. [`track_live`] adds a net-bytes counter (allocated minus freed) for the RSS
+//! phase.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+    sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed},
+};
+
+/// Which side of the benchmark a thread works for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The main thread and anything untagged (micro-benchmarks run here).
+    Other = 0,
+    /// The load generator (tonic and reqwest clients).
+    Client = 1,
+    /// The server under test (the bare tonic server or the gateway).
+    Server = 2,
+    /// The upstream (the sandbox or the trivial JSON upstream).
+    Upstream = 3,
+}
+
+const ROLES: usize = 4;
+
+thread_local! {
+    // `const` initialised and without a destructor: safe to touch from inside the allocator.
+    static ROLE: Cell<usize> = const { Cell::new(0) };
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static TRACK_LIVE: AtomicBool = AtomicBool::new(false);
+/// Bytes allocated minus bytes freed while [`track_live`] was on.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static COUNTS: [AtomicU64; ROLES] = [const { AtomicU64::new(0) }; ROLES];
+static BYTES: [AtomicU64; ROLES] = [const { AtomicU64::new(0) }; ROLES];
+
+/// Tags the calling thread.
+pub fn set_role(role: Role) {
+    ROLE.with(|r| r.set(role as usize));
+}
+
+/// Starts or stops counting.
+pub fn enable(on: bool) {
+    ENABLED.store(on, Relaxed);
+}
+
+/// Starts or stops tracking the net heap growth (allocated minus freed bytes).
+pub fn track_live(on: bool) {
+    TRACK_LIVE.store(on, Relaxed);
+}
+
+/// Net heap growth while tracking was on.
+pub fn live_bytes() -> i64 {
+    LIVE.load(Relaxed)
+}
+
+#[inline]
+fn live(delta: i64) {
+    if TRACK_LIVE.load(Relaxed) {
+        LIVE.fetch_add(delta, Relaxed);
+    }
+}
+
+/// Allocations (including reallocations) and bytes requested so far, per role.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    pub counts: [u64; ROLES],
+    pub bytes: [u64; ROLES],
+}
+
+impl Snapshot {
+    pub fn now() -> Snapshot {
+        Snapshot {
+            counts: std::array::from_fn(|i| COUNTS[i].load(Relaxed)),
+            bytes: std::array::from_fn(|i| BYTES[i].load(Relaxed)),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            counts: std::array::from_fn(|i| self.counts[i] - earlier.counts[i]),
+            bytes: std::array::from_fn(|i| self.bytes[i] - earlier.bytes[i]),
+        }
+    }
+
+    pub fn count(&self, role: Role) -> u64 {
+        self.counts[role as usize]
+    }
+
+    pub fn total_count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+}
+
+#[inline]
+fn note(size: usize) {
+    if ENABLED.load(Relaxed) {
+        let role = ROLE.try_with(Cell::get).unwrap_or(0);
+        COUNTS[role].fetch_add(1, Relaxed);
+        BYTES[role].fetch_add(size as u64, Relaxed);
+    }
+}
+
+/// The system allocator, counted.
+pub struct Counting;
+
+// SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
+// `GlobalAlloc` contract; the counting touches only atomics and a const thread-local (no
+// allocation, no re-entrancy).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        live(layout.size() as i64);
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        live(layout.size() as i64);
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        live(new_size as i64 - layout.size() as i64);
+        // SAFETY: forwarded as received.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        live(-(layout.size() as i64));
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
