@@ -3,7 +3,7 @@
 # `cargo bench --bench gateway` at a small size. The goals it prints (MET / NOT MET) are
 # informational; it fails only when something is functionally wrong: a call failed, a sampled
 # `x-cache` was not what the phase expects, or a burst of identical cold reads made other than
-# exactly one upstream request. Not part of `.ci/run`; call it where a CI budget allows.
+# exactly one upstream request. `.ci/run` calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --locked --bench gateway -- --quick "$@"

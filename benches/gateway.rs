@@ -28,6 +28,8 @@ mod bare;
 mod load;
 #[path = "gateway/micro.rs"]
 mod micro;
+#[path = "gateway/process.rs"]
+mod process;
 
 use std::{
     net::SocketAddr,
@@ -51,11 +53,11 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 use wnology_gateway::{
-    cache::CacheFigures,
     config::Settings,
     gateway::Gateway,
     json::UpstreamJson,
     proto::{MePayloadCountsRequest, PayloadStats, me_service_client::MeServiceClient},
+    routes,
     sandbox::{DEMO_TOKEN, Sandbox, SandboxOptions},
     server,
 };
@@ -317,6 +319,33 @@ impl Caller for DirectCaller {
     }
 }
 
+/// The gateway's own REST client, called directly (no gRPC hop, no wrapper), doing what
+/// [`DirectCaller`] does: tells the REST client's cost apart from the rest of a miss.
+struct UpstreamClientCaller {
+    client: Arc<wnology_gateway::upstream::UpstreamClient>,
+    request: Arc<wnology_gateway::upstream::UpstreamRequest>,
+    authorization: HeaderValue,
+}
+
+impl Caller for UpstreamClientCaller {
+    async fn call(&mut self, _seq: u64) -> Result<(), String> {
+        let response = self
+            .client
+            .send(
+                &routes::ME_PAYLOAD_COUNTS,
+                &self.request,
+                &self.authorization,
+                &[],
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let stats = PayloadStats::from_upstream_json(&response.body).map_err(|e| e.to_string())?;
+        std::hint::black_box(stats);
+        Ok(())
+    }
+}
+
 /// The pooled client the gateway builds (`upstream::UpstreamClient::new`), for direct calls.
 fn direct_http_client() -> reqwest::Client {
     wnology_gateway::install_crypto_provider();
@@ -344,8 +373,9 @@ fn payload_counts_path(request: &MePayloadCountsRequest) -> String {
 // ---------------------------------------------------------------------------------------------
 // Process facts
 
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A `kB` field of a `/proc/<pid>/status` file.
+fn status_kib_of(path: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
@@ -353,15 +383,6 @@ fn status_kib(field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn rss_bytes() -> u64 {
-    status_kib("VmRSS").unwrap_or(0) * 1024
-}
-
-/// Resets VmHWM to the current RSS (Linux ≥ 4.0: `echo 5 > /proc/self/clear_refs`).
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// The sum of the values of the OpenMetrics samples `name{…}` whose labels include every one
@@ -701,17 +722,17 @@ fn main() -> ExitCode {
         .expect("token metadata");
     let bearer = HeaderValue::from_str(&format!("Bearer {DEMO_TOKEN}")).expect("token header");
 
-    // ---- 5. RSS under a stream of distinct keys (first, while the heap is still small, so
-    // that memory freed by earlier phases cannot hide growth).
-    if options.runs("rss") {
-        rss_phase(
+    // ---- 5. RSS of the gateway binary under a stream of distinct keys.
+    if options.runs("rss")
+        && let Err(error) = rss_phase(
             &options,
             &client_rt,
-            &server_rt,
             &upstream_rt,
             &authorization,
             &mut report,
-        );
+        )
+    {
+        report.failures.push(format!("RSS phase: {error}"));
     }
 
     // ---- The sandbox, the gateway in front of it, the bare server.
@@ -932,6 +953,38 @@ fn main() -> ExitCode {
         ));
         report.scenario("3a. direct REST to the sandbox, 1 in flight", direct_run);
         report.scenario("3b. gateway miss (no-store), 1 in flight", miss_run);
+        let client = Arc::new(
+            wnology_gateway::upstream::UpstreamClient::new(
+                &Settings::for_upstream(&sandbox_url),
+                Arc::new(wnology_gateway::metrics::Metrics::new()),
+            )
+            .expect("upstream client"),
+        );
+        let resolved = Arc::new(
+            wnology_gateway::json::to_json_value(&hit_request)
+                .map_err(|e| e.to_string())
+                .and_then(|json| {
+                    wnology_gateway::upstream::resolve(&routes::ME_PAYLOAD_COUNTS, &json)
+                        .map_err(|e| e.to_string())
+                })
+                .expect("the hit request resolves"),
+        );
+        let (direct_run, client_run) = client_rt.block_on(interleaved(
+            direct(1),
+            vec![UpstreamClientCaller {
+                client,
+                request: resolved,
+                authorization: bearer.clone(),
+            }],
+            options.warmup,
+            options.rounds,
+            options.latency_slice,
+        ));
+        report.scenario("3e. direct REST again, 1 in flight", direct_run);
+        report.scenario(
+            "3f. the gateway's UpstreamClient alone, 1 in flight",
+            client_run,
+        );
         let (direct_run, miss_run) = client_rt.block_on(interleaved(
             direct(workers),
             grpc_callers(
@@ -1300,23 +1353,24 @@ async fn burst(
     (outcomes, released.elapsed(), hist)
 }
 
-/// Phase 5: distinct keys into a byte-bounded cache, answered by a trivial upstream; the RSS
-/// growth of the process over a baseline taken before the gateway exists.
+/// Phase 5: distinct keys into a byte-bounded cache of the real binary, answered by a trivial
+/// upstream; the gateway process's peak RSS over its RSS once serving.
 fn rss_phase(
     options: &Options,
     client_rt: &Handle,
-    server_rt: &Handle,
     upstream_rt: &Handle,
     authorization: &AsciiMetadataValue,
     report: &mut Report,
-) {
+) -> Result<(), String> {
     let (stop, stop_rx) = watch::channel(false);
     let listener = upstream_rt
         .block_on(TcpListener::bind("127.0.0.1:0"))
-        .expect("bind trivial upstream");
+        .map_err(|e| format!("bind trivial upstream: {e}"))?;
     let url = format!(
         "http://{}",
-        listener.local_addr().expect("upstream address")
+        listener
+            .local_addr()
+            .map_err(|e| format!("upstream address: {e}"))?
     );
     let app = axum::Router::new().fallback(|| async {
         (
@@ -1341,26 +1395,45 @@ fn rss_phase(
             .await
     });
 
-    let peak_reset = reset_peak_rss();
-    let baseline = rss_bytes();
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampled_peak = Arc::new(AtomicU64::new(baseline));
-    let sampler = {
-        let (sampling, sampled_peak) = (Arc::clone(&sampling), Arc::clone(&sampled_peak));
-        std::thread::spawn(move || {
-            while sampling.load(Relaxed) {
-                sampled_peak.fetch_max(rss_bytes(), Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-
-    let live_before = alloc::live_bytes();
-    alloc::track_live(true);
-    let gw = start_gateway(server_rt, &url, options.cache_max_bytes);
+    let max_bytes = options.cache_max_bytes.to_string();
+    let gw = process::GatewayProcess::start(
+        &url,
+        &[
+            "--cache-max-bytes",
+            &max_bytes,
+            // Long enough that nothing expires during the run.
+            "--cache-usage-ttl",
+            "3600s",
+        ],
+    )?;
+    let http = reqwest::Client::new();
     let request = MePayloadCountsRequest::default();
-    let (run, figures): (Run, CacheFigures) = client_rt.block_on(async {
+    let (run, baseline, figures) = client_rt.block_on(async {
         let channels = connect(gw.addr, options.connections).await;
+        // One call first (not cached), so that the baseline includes the connections.
+        let warm = grpc_callers(&channels[..1], 1, authorization, request, Mode::NoStore);
+        let _ = load::drive(
+            warm,
+            Limit {
+                duration: Duration::from_secs(5),
+                max_calls: 1,
+            },
+        )
+        .await;
+        let baseline = gw.status_bytes("VmRSS").unwrap_or(0);
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampled_peak = Arc::new(AtomicU64::new(baseline));
+        let sampler = {
+            let (sampling, sampled_peak) = (Arc::clone(&sampling), Arc::clone(&sampled_peak));
+            let status = format!("/proc/{}/status", gw.pid());
+            std::thread::spawn(move || {
+                while sampling.load(Relaxed) {
+                    let rss = status_kib_of(&status, "VmRSS").unwrap_or(0) * 1024;
+                    sampled_peak.fetch_max(rss, Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
         let callers = grpc_callers(
             &channels,
             options.rss_in_flight,
@@ -1378,57 +1451,58 @@ fn rss_phase(
         .await;
         drop(callers);
         drop(channels);
-        let cache = gw.gateway.cache();
-        cache.run_pending_tasks().await;
-        (run, cache.figures())
+        sampling.store(false, Relaxed);
+        let _ = sampler.join();
+        let figure = |name: &'static str| {
+            let (gw, http) = (&gw, &http);
+            async move { gw.metric(http, name).await.unwrap_or(f64::NAN) }
+        };
+        let figures = [
+            figure("wnology_gateway_cache_entries").await,
+            figure("wnology_gateway_cache_weighted_size_bytes").await,
+            figure("wnology_gateway_cache_evictions_total").await,
+        ];
+        (run, (baseline, sampled_peak.load(Relaxed)), figures)
     });
-    let after = rss_bytes();
-    alloc::track_live(false);
-    let live = alloc::live_bytes() - live_before;
-    sampling.store(false, Relaxed);
-    let _ = sampler.join();
-    let hwm = status_kib("VmHWM").unwrap_or(0) * 1024;
-    let peak = if peak_reset {
-        hwm.max(sampled_peak.load(Relaxed))
-    } else {
-        sampled_peak.load(Relaxed)
-    };
+    let (baseline, sampled_peak) = baseline;
+    let after = gw.status_bytes("VmRSS").unwrap_or(0);
+    // VmHWM: the kernel's own peak, which no sampling interval can miss.
+    let peak = gw.status_bytes("VmHWM").unwrap_or(0).max(sampled_peak);
+    drop(gw);
+    let _ = stop.send(true);
+    let _ = upstream_rt.block_on(upstream);
+
+    let [entries, weighted, evictions] = figures;
     let growth = peak.saturating_sub(baseline);
     let bound = options.cache_max_bytes + 50 * MIB;
     let inserted = run.ok;
     let complete = inserted >= options.rss_keys;
     report.scenario(
-        &format!("5. gateway miss, distinct keys ({inserted} keys)"),
+        &format!("5. gateway binary miss, distinct keys ({inserted} keys)"),
         run,
     );
     report.notes.push(format!(
-        "\n## RSS under distinct keys (cache bound {:.0} MiB, trivial upstream)\n\n\
+        "\n## RSS of the gateway binary under distinct keys (cache bound {:.0} MiB, trivial upstream)\n\n\
          - keys inserted: {inserted} of {} ({}); upstream requests: {}\n\
-         - cache after: {} entries, weighted {:.1} MiB, evictions {}\n\
-         - process RSS: baseline {:.1} MiB, peak {:.1} MiB ({}), after {:.1} MiB\n\
-         - peak RSS growth {:.1} MiB vs bound + 50 MiB = {:.1} MiB; {:.0} bytes of RSS per cached entry at the end (weigher counts {:.0})\n\
-         - net heap growth (allocated − freed, counting allocator) {:.1} MiB: {:.0} bytes per cached entry",
+         - cache after: {entries} entries, weighted {:.1} MiB, evictions {evictions}\n\
+         - gateway process RSS: {:.1} MiB once serving (baseline), peak {:.1} MiB (VmHWM, and 50 ms samples), after {:.1} MiB\n\
+         - peak RSS growth {:.1} MiB vs bound + 50 MiB = {:.1} MiB; RSS after over baseline: {:.0} bytes per cached entry (weigher counts {:.0})",
         options.cache_max_bytes as f64 / MIB as f64,
         options.rss_keys,
         if complete { "all" } else { "time bound reached first" },
         upstream_calls.load(Relaxed),
-        figures.entries,
-        figures.weighted_bytes as f64 / MIB as f64,
-        figures.evictions,
+        weighted / MIB as f64,
         baseline as f64 / MIB as f64,
         peak as f64 / MIB as f64,
-        if peak_reset { "VmHWM after reset, and 50 ms samples" } else { "50 ms samples of VmRSS" },
         after as f64 / MIB as f64,
         growth as f64 / MIB as f64,
         bound as f64 / MIB as f64,
-        after.saturating_sub(baseline) as f64 / figures.entries.max(1) as f64,
-        figures.weighted_bytes as f64 / figures.entries.max(1) as f64,
-        live as f64 / MIB as f64,
-        live as f64 / figures.entries.max(1) as f64,
+        after.saturating_sub(baseline) as f64 / entries.max(1.0),
+        weighted / entries.max(1.0),
     ));
     report.goal(
         format!(
-            "peak RSS growth <= cache bound + 50 MiB ({:.0} MiB)",
+            "gateway peak RSS growth <= cache bound + 50 MiB ({:.0} MiB)",
             bound as f64 / MIB as f64
         ),
         format!(
@@ -1442,7 +1516,5 @@ fn rss_phase(
         ),
         Some(growth <= bound),
     );
-    gw.shut_down(server_rt);
-    let _ = stop.send(true);
-    let _ = upstream_rt.block_on(upstream);
+    Ok(())
 }

@@ -32,8 +32,10 @@ use tonic::metadata::MetadataMap;
 
 use crate::{error::GatewayError, routes::CacheClass};
 
-/// Bytes counted for each entry beyond its key and encoded answer: moka's own bookkeeping, the
-/// `Arc`s and the allocator's rounding.
+/// Bytes counted for each entry beyond its key's bytes and its encoded answer: moka's nodes,
+/// the key and value structs, the `Bytes` handle and the allocator's rounding. Measured at about
+/// 540 bytes of heap per entry beyond those (BENCHMARKS.md, phase 5), so with the key struct
+/// the weigher does not count less than the heap an entry costs.
 pub const ENTRY_OVERHEAD_BYTES: u32 = 512;
 
 /// Who is calling: an HMAC-SHA256 of the bearer token under the process's random key.

@@ -18,6 +18,13 @@ use wnology_gateway::{
     sandbox::{Sandbox, SandboxOptions},
 };
 
+/// mimalloc rather than the system's malloc: under a churning cache (entries of a few hundred
+/// bytes outliving the request buffers around them), glibc's malloc kept about 4× the live heap
+/// as RSS, which made `--cache-max-bytes` meaningless as a memory budget; mimalloc keeps RSS
+/// within the bound's reach (BENCHMARKS.md, phase 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::load(std::env::args_os(), &ProcessEnv) {

@@ -1,17 +1,17 @@
-//! A counting wrapper around the system allocator, installed as this bench binary's global
-//! allocator (the library itself stays `#![forbid(unsafe_code)]`; `GlobalAlloc` can only be
+//! A counting wrapper around mimalloc (the gateway binary's allocator), installed as this bench
+//! binary's global allocator (the library itself stays `#![forbid(unsafe_code)]`; `GlobalAlloc` can only be
 //! implemented with `unsafe impl`, so that unsafety lives here and only here).
 //!
 //! Counting is off unless [`enable`]d, so the throughput phases pay one relaxed load per
 //! allocation and nothing else. Each thread carries a [`Role`] (set when a runtime starts its
 //! threads), so allocations can be split between the load generator, the server under test
-//! and the upstream. [`track_live`] adds a net-bytes counter (allocated minus freed) for the RSS
-//! phase.
+//! and the upstream.
 
+use mimalloc::MiMalloc;
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
+    alloc::{GlobalAlloc, Layout},
     cell::Cell,
-    sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
 };
 
 /// Which side of the benchmark a thread works for.
@@ -35,9 +35,6 @@ thread_local! {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static TRACK_LIVE: AtomicBool = AtomicBool::new(false);
-/// Bytes allocated minus bytes freed while [`track_live`] was on.
-static LIVE: AtomicI64 = AtomicI64::new(0);
 static COUNTS: [AtomicU64; ROLES] = [const { AtomicU64::new(0) }; ROLES];
 static BYTES: [AtomicU64; ROLES] = [const { AtomicU64::new(0) }; ROLES];
 
@@ -49,23 +46,6 @@ pub fn set_role(role: Role) {
 /// Starts or stops counting.
 pub fn enable(on: bool) {
     ENABLED.store(on, Relaxed);
-}
-
-/// Starts or stops tracking the net heap growth (allocated minus freed bytes).
-pub fn track_live(on: bool) {
-    TRACK_LIVE.store(on, Relaxed);
-}
-
-/// Net heap growth while tracking was on.
-pub fn live_bytes() -> i64 {
-    LIVE.load(Relaxed)
-}
-
-#[inline]
-fn live(delta: i64) {
-    if TRACK_LIVE.load(Relaxed) {
-        LIVE.fetch_add(delta, Relaxed);
-    }
 }
 
 /// Allocations (including reallocations) and bytes requested so far, per role.
@@ -113,37 +93,33 @@ fn note(size: usize) {
     }
 }
 
-/// The system allocator, counted.
+/// mimalloc, counted.
 pub struct Counting;
 
-// SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
+// SAFETY: every method forwards its arguments unchanged to `MiMalloc`, which upholds the
 // `GlobalAlloc` contract; the counting touches only atomics and a const thread-local (no
 // allocation, no re-entrancy).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
-        live(layout.size() as i64);
         // SAFETY: forwarded as received.
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
-        live(layout.size() as i64);
         // SAFETY: forwarded as received.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
-        live(new_size as i64 - layout.size() as i64);
         // SAFETY: forwarded as received.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        live(-(layout.size() as i64));
         // SAFETY: forwarded as received.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 }
