@@ -125,7 +125,9 @@ fn the_weigher_counts_no_less_than_the_heap_an_entry_costs() {
         .expect("runtime");
     for answer_len in [32, 464, 4096] {
         let (heap, weighed) = runtime.block_on(per_entry(answer_len));
-        println!("answer of {answer_len} bytes: {heap:.0} bytes of heap per entry, {weighed:.0} weighed");
+        println!(
+            "answer of {answer_len} bytes: {heap:.0} bytes of heap per entry, {weighed:.0} weighed"
+        );
         assert!(
             weighed >= heap,
             "an entry with a {answer_len}-byte answer costs {heap:.0} bytes of heap but is weighed {weighed:.0}"
