@@ -127,50 +127,41 @@ impl Options {
         let quick = args.iter().any(|a| a == "--quick")
             || std::env::var("WNOLOGY_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let full = Options {
+            quick,
+            connections: 4,
+            in_flight: 64,
+            threads,
+            shared_runtime: false,
+            access_log: false,
+            warmup: Duration::from_secs(2),
+            rounds: 3,
+            slice: Duration::from_secs(5),
+            latency_slice: Duration::from_secs(3),
+            alloc_calls: 20_000,
+            burst: 1_000,
+            burst_rounds: 5,
+            rss_keys: 1_000_000,
+            rss_time: Duration::from_secs(300),
+            rss_in_flight: 64,
+            cache_max_bytes: 64 * MIB,
+            micro_iters: 200_000,
+            only: Vec::new(),
+        };
         let mut o = if quick {
             Options {
-                quick,
-                connections: 4,
-                in_flight: 64,
-                threads,
-                shared_runtime: false,
-                access_log: false,
                 warmup: Duration::from_millis(500),
                 rounds: 1,
                 slice: Duration::from_secs(2),
                 latency_slice: Duration::from_millis(1500),
                 alloc_calls: 2_000,
-                burst: 1_000,
-                burst_rounds: 5,
                 rss_keys: 100_000,
                 rss_time: Duration::from_secs(10),
-                rss_in_flight: 64,
-                cache_max_bytes: 64 * MIB,
                 micro_iters: 20_000,
-                only: Vec::new(),
+                ..full
             }
         } else {
-            Options {
-                quick,
-                connections: 4,
-                in_flight: 64,
-                threads,
-                shared_runtime: false,
-                access_log: false,
-                warmup: Duration::from_secs(2),
-                rounds: 3,
-                slice: Duration::from_secs(5),
-                latency_slice: Duration::from_secs(3),
-                alloc_calls: 20_000,
-                burst: 1_000,
-                burst_rounds: 5,
-                rss_keys: 1_000_000,
-                rss_time: Duration::from_secs(300),
-                rss_in_flight: 64,
-                cache_max_bytes: 64 * MIB,
-                micro_iters: 200_000,
-                only: Vec::new(),
-            }
+            full
         };
         for arg in &args {
             // `cargo bench` passes `--bench`; libtest-style filters are ignored too.
