@@ -766,30 +766,7 @@ fn main() -> ExitCode {
         (stats, body)
     });
     let stats_len = prost::Message::encoded_len(&stats);
-    let stats_entries: usize = [
-        &stats.app_file,
-        &stats.data_table,
-        &stats.device_create,
-        &stats.device_command,
-        &stats.device_connect,
-        &stats.device_disconnect,
-        &stats.device_state,
-        &stats.endpoint,
-        &stats.event,
-        &stats.flow_error,
-        &stats.inbound_email,
-        &stats.integration,
-        &stats.mqtt_in,
-        &stats.mqtt_out,
-        &stats.notebook,
-        &stats.resource_job,
-        &stats.timer,
-        &stats.virtual_button,
-        &stats.webhook,
-    ]
-    .iter()
-    .map(|m| m.len())
-    .sum();
+    let stats_entries: usize = stats.types().iter().map(|m| m.len()).sum();
     println!(
         "response: PayloadStats from the sandbox, {} bytes of JSON, {stats_len} bytes encoded, 19 maps, {stats_entries} entries\n",
         sandbox_body.len()

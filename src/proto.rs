@@ -14,6 +14,33 @@ include!(concat!(env!("OUT_DIR"), "/wnology.v1.serde.rs"));
 /// The encoded `FileDescriptorSet` of every `.proto` file the gateway serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wnology_descriptor");
 
+impl PayloadStats {
+    /// The count maps of every payload type, in field order.
+    pub fn types(&self) -> [&std::collections::HashMap<String, f64>; 19] {
+        [
+            &self.app_file,
+            &self.data_table,
+            &self.device_create,
+            &self.device_command,
+            &self.device_connect,
+            &self.device_disconnect,
+            &self.device_state,
+            &self.endpoint,
+            &self.event,
+            &self.flow_error,
+            &self.inbound_email,
+            &self.integration,
+            &self.mqtt_in,
+            &self.mqtt_out,
+            &self.notebook,
+            &self.resource_job,
+            &self.timer,
+            &self.virtual_button,
+            &self.webhook,
+        ]
+    }
+}
+
 // `disabledAt` is `false` (or `true`, in a patch) or a date-time in the upstream JSON, a shape
 // proto3's JSON mapping has no word for, so `DisabledAt` is excluded from pbjson and its JSON is
 // the bare value.

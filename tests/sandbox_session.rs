@@ -84,55 +84,11 @@ fn ms(timestamp: &Option<pbjson_types::Timestamp>) -> i64 {
 
 /// The sum of every number of a `PayloadStats` (all types, all sources).
 fn payload_total(stats: &proto::PayloadStats) -> f64 {
-    let maps = [
-        &stats.app_file,
-        &stats.data_table,
-        &stats.device_create,
-        &stats.device_command,
-        &stats.device_connect,
-        &stats.device_disconnect,
-        &stats.device_state,
-        &stats.endpoint,
-        &stats.event,
-        &stats.flow_error,
-        &stats.inbound_email,
-        &stats.integration,
-        &stats.mqtt_in,
-        &stats.mqtt_out,
-        &stats.notebook,
-        &stats.resource_job,
-        &stats.timer,
-        &stats.virtual_button,
-        &stats.webhook,
-    ];
-    maps.iter().flat_map(|map| map.values()).sum()
+    stats.types().iter().flat_map(|map| map.values()).sum()
 }
 
 fn non_empty_types(stats: &proto::PayloadStats) -> usize {
-    [
-        &stats.app_file,
-        &stats.data_table,
-        &stats.device_create,
-        &stats.device_command,
-        &stats.device_connect,
-        &stats.device_disconnect,
-        &stats.device_state,
-        &stats.endpoint,
-        &stats.event,
-        &stats.flow_error,
-        &stats.inbound_email,
-        &stats.integration,
-        &stats.mqtt_in,
-        &stats.mqtt_out,
-        &stats.notebook,
-        &stats.resource_job,
-        &stats.timer,
-        &stats.virtual_button,
-        &stats.webhook,
-    ]
-    .iter()
-    .filter(|map| !map.is_empty())
-    .count()
+    stats.types().iter().filter(|map| !map.is_empty()).count()
 }
 
 /// Checks that a series has one point per `step` from `start`, and that `start`/`end` are
