@@ -1045,8 +1045,17 @@ mod tests {
                 "{}",
                 route.rpc
             );
-            let known =
-                route.path_params().count() + route.query.len() + usize::from(route.body.is_some());
+            // `clear_mask` shapes the body (`upstream::resolve`): only PATCH bodies have one.
+            let clear_mask = input.get_field_by_name("clear_mask").is_some();
+            assert!(
+                !clear_mask || (route.body.is_some() && route.method == Method::PATCH),
+                "{}: clear_mask without a PATCH body",
+                route.rpc
+            );
+            let known = route.path_params().count()
+                + route.query.len()
+                + usize::from(route.body.is_some())
+                + usize::from(clear_mask);
             assert_eq!(
                 input.fields().count(),
                 known,

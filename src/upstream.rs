@@ -15,6 +15,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use prost_reflect::Kind;
 use serde_json::{Map, Value};
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::{Instrument, field::Empty};
@@ -22,7 +23,7 @@ use tracing::{Instrument, field::Empty};
 use crate::{
     config::Settings,
     error::{GatewayError, UpstreamError},
-    json::UpstreamJson,
+    json::{self, UpstreamJson},
     metrics::{Metrics, UpstreamLabels, UpstreamStatus},
     proto,
     routes::{ParamKind, Route, enum_query_value},
@@ -103,7 +104,14 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
                     ));
                 }
             }
-            Some(Bytes::from(body.to_string()))
+            let clear = mask_paths(fields.get("clearMask"));
+            if clear.is_empty() {
+                Some(Bytes::from(body.to_string()))
+            } else {
+                let mut body = body.clone();
+                clear_lists(route, &clear, &mut body)?;
+                Some(Bytes::from(body.to_string()))
+            }
         }
         None if route.method == Method::GET => None,
         None => Some(Bytes::from_static(b"{}")),
@@ -114,6 +122,70 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
         path_and_query: format!("{path}?{query}"),
         body,
     })
+}
+
+/// The paths of a `FieldMask` in a request's JSON form (`{"paths": [...]}` as pbjson writes it,
+/// or the canonical comma-joined string).
+fn mask_paths(mask: Option<&Value>) -> Vec<&str> {
+    match mask {
+        Some(Value::String(joined)) => joined.split(',').filter(|p| !p.is_empty()).collect(),
+        Some(Value::Object(mask)) => mask
+            .get("paths")
+            .and_then(Value::as_array)
+            .map(|paths| paths.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds the lists `clear_mask` names (`paths`, as proto or JSON field names) to `body` as `[]`
+/// (a map as `{}`): proto3 has no presence for them, so an empty list is otherwise left out and
+/// cannot clear the list upstream.
+fn clear_lists(route: &Route, paths: &[&str], body: &mut Value) -> Result<(), GatewayError> {
+    let invalid = |reason: String| GatewayError::invalid("clear_mask", reason);
+    let body_message = json::descriptor_pool()
+        .get_service_by_name(route.service.grpc_name())
+        .and_then(|service| service.methods().find(|m| m.name() == route.rpc))
+        .and_then(|method| method.input().get_field_by_name("body"))
+        .and_then(|field| match field.kind() {
+            Kind::Message(message) => Some(message),
+            _ => None,
+        })
+        .ok_or_else(|| GatewayError::Internal(format!("{}: no body message", route.action)))?;
+    let Some(object) = body.as_object_mut() else {
+        return Ok(());
+    };
+    for &path in paths {
+        let field = body_message
+            .get_field_by_json_name(path)
+            .or_else(|| body_message.get_field_by_name(path));
+        let Some(field) = field else {
+            return Err(invalid(if path.contains('.') {
+                format!("`{path}`: only lists of `body` itself can be cleared")
+            } else {
+                format!("`{path}` is not a field of {}", body_message.name())
+            }));
+        };
+        let empty = if field.is_map() {
+            Value::Object(Map::new())
+        } else if field.is_list() {
+            Value::Array(Vec::new())
+        } else {
+            return Err(invalid(format!(
+                "`{}` is not a list (only lists and maps can be cleared)",
+                field.name()
+            )));
+        };
+        let name = field.json_name();
+        if object.get(name).is_some_and(|value| value != &empty) {
+            return Err(invalid(format!(
+                "`{}` is cleared and given items at once",
+                field.name()
+            )));
+        }
+        object.insert(name.to_string(), empty);
+    }
+    Ok(())
 }
 
 /// The first null in a body: pbjson writes none but for a `DisabledAt` whose oneof is unset,
@@ -638,6 +710,91 @@ mod tests {
             "/orgs/575ed6e87ae143cd83dc4aa8/member?_actions=false&_links=true&_embedded=true&userId=575ED6E87AE143CD83DC4AA9&summaryInclude=payloadCount%2CdeviceCount"
         );
         assert_eq!(call.body.as_deref(), Some(&b"{}"[..]));
+    }
+
+    /// The request as the gateway resolves it: through its JSON form.
+    fn resolve_message<M: prost::Name + serde::Serialize>(
+        route: &Route,
+        message: &M,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        resolve(route, &crate::json::to_json_value(message).unwrap())
+    }
+
+    fn modify_member(paths: &[&str], body: proto::OrgMemberPatch) -> proto::OrgModifyMemberRequest {
+        proto::OrgModifyMemberRequest {
+            org_id: "575ed6e87ae143cd83dc4aa8".into(),
+            body: Some(body),
+            clear_mask: Some(pbjson_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn member() -> proto::OrgMemberPatch {
+        proto::OrgMemberPatch {
+            user_id: Some("575ed6e87ae143cd83dc4aa9".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn clear_mask_sends_empty_lists() {
+        let call = resolve_message(
+            &routes::ORG_MODIFY_MEMBER,
+            &modify_member(&["application_roles", "dashboardRoles"], member()),
+        )
+        .unwrap();
+        let body: Value = serde_json::from_slice(call.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"userId": "575ed6e87ae143cd83dc4aa9", "applicationRoles": [], "dashboardRoles": []})
+        );
+        // Without a mask an empty list is left out, as before.
+        let call =
+            resolve_message(&routes::ORG_MODIFY_MEMBER, &modify_member(&[], member())).unwrap();
+        assert_eq!(
+            call.body.as_deref(),
+            Some(&br#"{"userId":"575ed6e87ae143cd83dc4aa9"}"#[..])
+        );
+    }
+
+    #[test]
+    fn clear_mask_names_only_empty_lists_of_the_body() {
+        let with_roles = proto::OrgMemberPatch {
+            application_roles: vec![proto::ResourceRole::default()],
+            ..member()
+        };
+        for (paths, body, reason) in [
+            (&["role"][..], member(), "`role` is not a list"),
+            (
+                &["nope"][..],
+                member(),
+                "`nope` is not a field of OrgMemberPatch",
+            ),
+            (
+                &["limits.tags"][..],
+                member(),
+                "only lists of `body` itself",
+            ),
+            (
+                &["application_roles"][..],
+                with_roles,
+                "is cleared and given items at once",
+            ),
+        ] {
+            let error = resolve_message(&routes::ORG_MODIFY_MEMBER, &modify_member(paths, body))
+                .unwrap_err();
+            let GatewayError::InvalidArgument {
+                field,
+                description: got,
+            } = &error
+            else {
+                panic!("{paths:?}: {error:?}");
+            };
+            assert_eq!(field, "clear_mask");
+            assert!(got.contains(reason), "{paths:?}: {got}");
+        }
     }
 
     #[test]

@@ -237,3 +237,34 @@ async fn unknown_enum_numbers_and_bad_list_items_are_refused() {
     assert_invalid(&status, "summary_exclude");
     assert_eq!(upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn a_clear_mask_naming_anything_but_an_empty_list_of_the_body_is_refused() {
+    let (upstream, gateway) = gateway_and_upstream().await;
+    let mut instance = gateway.instance_org().await;
+    let tagged = proto::InstanceOrgPatch {
+        tags: vec![proto::OrgTag::default()],
+        ..Default::default()
+    };
+    for (path, body) in [
+        ("name", proto::InstanceOrgPatch::default()),
+        ("no_such_field", proto::InstanceOrgPatch::default()),
+        ("limits.device", proto::InstanceOrgPatch::default()),
+        ("tags", tagged),
+    ] {
+        let status = instance
+            .patch(authed(proto::InstanceOrgPatchRequest {
+                instance_id: id(1),
+                org_id: id(2),
+                summary_include: Vec::new(),
+                body: Some(body),
+                clear_mask: Some(pbjson_types::FieldMask {
+                    paths: vec![path.into()],
+                }),
+            }))
+            .await
+            .unwrap_err();
+        assert_invalid(&status, "clear_mask");
+    }
+    assert_eq!(upstream.count(), 0);
+}

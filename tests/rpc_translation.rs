@@ -650,6 +650,7 @@ async fn org_modify_member() {
             summary_exclude: list(&["payloadCount", "notebookStats"]),
             summary_include: list(&["memberCount"]),
             body: body("orgMemberPatch"),
+            clear_mask: None,
         }))
         .await;
     assert_reply(reply, "org");
@@ -918,6 +919,32 @@ async fn instance_org_notebook_minute_counts() {
     );
 }
 
+/// An empty list is sent as `[]` only when `clear_mask` names it (proto3 lists have no
+/// presence); the rest of the body is sent as usual.
+#[tokio::test]
+async fn org_modify_member_sends_the_lists_named_in_clear_mask_empty() {
+    let (upstream, gateway) = start(200, "org").await;
+    let mut patch: proto::OrgMemberPatch = body("orgMemberPatch").unwrap();
+    patch.application_roles.clear();
+    let reply = gateway
+        .org()
+        .await
+        .modify_member(authed(proto::OrgModifyMemberRequest {
+            org_id: ORG.to_string(),
+            summary_exclude: Vec::new(),
+            summary_include: Vec::new(),
+            body: Some(patch),
+            clear_mask: Some(pbjson_types::FieldMask {
+                paths: vec!["application_roles".into()],
+            }),
+        }))
+        .await;
+    assert_reply(reply, "org");
+    let mut expected = fixture("orgMemberPatch");
+    expected["applicationRoles"] = serde_json::json!([]);
+    assert_eq!(upstream.only_request().json(), expected);
+}
+
 #[tokio::test]
 async fn instance_org_patch() {
     let (upstream, gateway) = start(200, "instanceOrg").await;
@@ -929,6 +956,7 @@ async fn instance_org_patch() {
             org_id: ORG.to_string(),
             summary_include: list(&["deviceCount"]),
             body: body("instanceOrgPatch"),
+            clear_mask: None,
         }))
         .await;
     assert_reply(reply, "instanceOrg");

@@ -659,6 +659,7 @@ async fn capture_all() -> Vec<Captured> {
             instance_id: DEMO_INSTANCE_ID.into(),
             org_id: INSTANCE_ORG_ID.into(),
             summary_include: strings(&["deviceCount", "notebookStats"]),
+            clear_mask: None,
             body: Some(proto::InstanceOrgPatch {
                 description: s("Patched by the fidelity tests"),
                 limits: Some(proto::OrgLimits {

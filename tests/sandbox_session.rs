@@ -8,9 +8,7 @@
 //! resource transfers, instance organizations, and per-user usage through the cache.
 //!
 //! The gateway caches reads (`x-cache` metadata) and writes invalidate what they change, so
-//! every read that follows a write is checked to be fresh, also across users. The test marked
-//! `#[ignore]` shows a known limitation of the contract (see its reason); run it with
-//! `cargo test --test sandbox_session -- --ignored`.
+//! every read that follows a write is checked to be fresh, also across users.
 #![cfg(feature = "sandbox")]
 
 mod common;
@@ -1593,6 +1591,7 @@ async fn an_instance_admin_token_reads_patches_and_deletes_instance_organization
                     instance_id: DEMO_INSTANCE_ID.into(),
                     org_id: INSTANCE_ORG_ID.into(),
                     summary_include: vec!["memberCount".into()],
+                    clear_mask: None,
                     body: Some(proto::InstanceOrgPatch {
                         name: s("Zeta Mining (E2E)"),
                         tags: vec![proto::OrgTag {
@@ -2012,12 +2011,27 @@ async fn a_transfer_refreshes_the_destination_organization() {
     );
 }
 
+/// A proto3 list has no presence, so an empty one is left out of the JSON body unless
+/// `clear_mask` names it; then it is sent as `[]` and clears the list upstream.
 #[tokio::test]
-#[ignore = "gateway limitation: a proto3 repeated field has no presence, so an empty list in a \
-            patch body is not sent and cannot clear the list upstream"]
-async fn an_empty_list_in_a_patch_body_clears_the_list() {
+async fn a_list_named_in_clear_mask_is_cleared() {
     let stack = Stack::start().await;
     let mut instance = stack.gateway.instance_org().await;
+    let before = ok(
+        "instanceOrg.get",
+        instance
+            .get(with_token(
+                proto::InstanceOrgGetRequest {
+                    instance_id: DEMO_INSTANCE_ID.into(),
+                    org_id: INSTANCE_ORG_ID.into(),
+                    summary_include: Vec::new(),
+                },
+                INSTANCE_ADMIN_TOKEN,
+            ))
+            .await,
+    )
+    .into_inner();
+    assert_eq!(before.tags.len(), 2, "Zeta is seeded with two tags");
     let patched = ok(
         "instanceOrg.patch",
         instance
@@ -2030,6 +2044,9 @@ async fn an_empty_list_in_a_patch_body_clears_the_list() {
                         description: s("no more tags"),
                         tags: Vec::new(),
                         ..Default::default()
+                    }),
+                    clear_mask: Some(pbjson_types::FieldMask {
+                        paths: vec!["tags".into()],
                     }),
                 },
                 INSTANCE_ADMIN_TOKEN,
