@@ -1364,7 +1364,7 @@ fn rss_phase(
     });
 
     let max_bytes = options.cache_max_bytes.to_string();
-    let gw = process::GatewayProcess::start(
+    let gw = process::GatewayBinary::start(
         &url,
         &[
             "--cache-max-bytes",
@@ -1373,6 +1373,8 @@ fn rss_phase(
             "--cache-usage-ttl",
             "3600s",
         ],
+        // The access log is off: writing a line per call to a pipe would measure the pipe.
+        &[("RUST_LOG", "info,wnology_gateway::access=warn")],
     )?;
     let http = reqwest::Client::new();
     let request = MePayloadCountsRequest::default();
@@ -1388,7 +1390,7 @@ fn rss_phase(
             },
         )
         .await;
-        let baseline = gw.status_bytes("VmRSS").unwrap_or(0);
+        let baseline = process::status_bytes(&gw, "VmRSS").unwrap_or(0);
         let sampling = Arc::new(AtomicBool::new(true));
         let sampled_peak = Arc::new(AtomicU64::new(baseline));
         let sampler = {
@@ -1423,7 +1425,7 @@ fn rss_phase(
         let _ = sampler.join();
         let figure = |name: &'static str| {
             let (gw, http) = (&gw, &http);
-            async move { gw.metric(http, name).await.unwrap_or(f64::NAN) }
+            async move { process::metric(gw, http, name).await.unwrap_or(f64::NAN) }
         };
         let figures = [
             figure("wnology_gateway_cache_entries").await,
@@ -1433,9 +1435,11 @@ fn rss_phase(
         (run, (baseline, sampled_peak.load(Relaxed)), figures)
     });
     let (baseline, sampled_peak) = baseline;
-    let after = gw.status_bytes("VmRSS").unwrap_or(0);
+    let after = process::status_bytes(&gw, "VmRSS").unwrap_or(0);
     // VmHWM: the kernel's own peak, which no sampling interval can miss.
-    let peak = gw.status_bytes("VmHWM").unwrap_or(0).max(sampled_peak);
+    let peak = process::status_bytes(&gw, "VmHWM")
+        .unwrap_or(0)
+        .max(sampled_peak);
     drop(gw);
     let _ = stop.send(true);
     let _ = upstream_rt.block_on(upstream);

@@ -6,15 +6,12 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::ExitStatus,
     time::{Duration, Instant},
 };
 
-use common::*;
-use serde_json::{Value, json};
+use common::{binary::GatewayBinary, *};
+use serde_json::json;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -24,118 +21,33 @@ use wnology_gateway::proto::{
     self, me_service_client::MeServiceClient, org_service_client::OrgServiceClient,
 };
 
-/// The binary, running; killed on drop whatever happened.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+/// Starts the binary against `upstream_url` with the given drain delay and shutdown grace.
+fn start(upstream_url: &str, drain_delay: &str, shutdown_grace: &str) -> GatewayBinary {
+    GatewayBinary::start(
+        upstream_url,
+        &[
+            "--drain-delay",
+            drain_delay,
+            "--shutdown-grace",
+            shutdown_grace,
+        ],
+        &[],
+    )
+    .unwrap_or_else(|error| panic!("{error}"))
 }
 
-impl Gateway {
-    /// Starts `wnology-gateway` against `upstream_url` and waits for its "serving" log line.
-    fn start(upstream_url: &str, drain_delay: &str, shutdown_grace: &str) -> Gateway {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wnology-gateway"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--upstream-url", upstream_url])
-            .args(["--drain-delay", drain_delay])
-            .args(["--shutdown-grace", shutdown_grace])
-            .args(["--log-format", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // Only the command line configures this gateway.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("WNOLOGY_") || name.starts_with("OTEL_") || name == "RUST_LOG" {
-                command.env_remove(name.as_ref());
-            }
+/// Waits up to `bound` for the process to exit.
+async fn exit_within(gateway: &mut GatewayBinary, bound: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = gateway.try_wait() {
+            return Some(status);
         }
-        let mut child = command.spawn().expect("the gateway binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (serving_tx, serving_rx) = mpsc::channel();
-        let lines = Arc::clone(&log);
-        // Reads stdout to the end, so that the gateway never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = serving_address(&line) {
-                    let _ = serving_tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut gateway = Gateway {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        match serving_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => gateway.addr = addr,
-            Err(_) => panic!(
-                "no \"wnology-gateway serving\" line; stdout: {:#?}",
-                gateway.log()
-            ),
+        if Instant::now() >= deadline {
+            return None;
         }
-        gateway
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn logged(&self, message: &str) -> bool {
-        self.log().iter().any(|line| line.contains(message))
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed: {status}");
-    }
-
-    /// Waits up to `bound` for the process to exit.
-    async fn exit_within(&mut self, bound: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The gRPC address of a JSON log line "wnology-gateway serving" (its `listen` field).
-fn serving_address(line: &str) -> Option<SocketAddr> {
-    let event: Value = serde_json::from_str(line).ok()?;
-    let fields = event.get("fields").unwrap_or(&event);
-    if fields.get("message")?.as_str()? != "wnology-gateway serving" {
-        return None;
-    }
-    fields.get("listen")?.as_str()?.parse().ok()
 }
 
 async fn health(channel: &Channel, service: &str) -> ServingStatus {
@@ -194,8 +106,8 @@ async fn sigterm_drains_then_refuses_new_connections_and_finishes_calls_in_fligh
         }
     })
     .await;
-    let mut gateway = Gateway::start(&upstream.url(), "1s", "10s");
-    let channel = gateway.channel().await;
+    let mut gateway = start(&upstream.url(), "1s", "10s");
+    let channel = connect(gateway.addr).await;
     for service in CHECKED {
         assert_eq!(health(&channel, service).await, ServingStatus::Serving);
     }
@@ -227,7 +139,7 @@ async fn sigterm_drains_then_refuses_new_connections_and_finishes_calls_in_fligh
         .into_inner();
     assert_eq!(me.email.as_deref(), Some("someone@example.com"));
     // ... and so is a new connection.
-    let during = gateway.channel().await;
+    let during = connect(gateway.addr).await;
     assert_eq!(health(&during, "").await, ServingStatus::NotServing);
     assert!(
         signalled.elapsed() < DRAIN,
@@ -270,8 +182,7 @@ async fn sigterm_drains_then_refuses_new_connections_and_finishes_calls_in_fligh
         "five slow reads and the drain-time one"
     );
 
-    let status = gateway
-        .exit_within(Duration::from_secs(5))
+    let status = exit_within(&mut gateway, Duration::from_secs(5))
         .await
         .expect("the gateway exits once its calls are done");
     assert!(status.success(), "{status}");
@@ -291,16 +202,15 @@ async fn the_shutdown_grace_bounds_a_call_that_takes_too_long() {
         Answer::json(200, &json!({"name": "Acme"})).after(Duration::from_secs(8)),
     )
     .await;
-    let mut gateway = Gateway::start(&upstream.url(), "200ms", "1s");
-    let channel = gateway.channel().await;
+    let mut gateway = start(&upstream.url(), "200ms", "1s");
+    let channel = connect(gateway.addr).await;
 
     let stuck = start_get(&channel, 1);
     until_upstream_has(&upstream, 1).await;
     gateway.sigterm();
     let signalled = Instant::now();
 
-    let status = gateway
-        .exit_within(DRAIN + GRACE + Duration::from_secs(3))
+    let status = exit_within(&mut gateway, DRAIN + GRACE + Duration::from_secs(3))
         .await
         .unwrap_or_else(|| panic!("still running {:?} after SIGTERM", signalled.elapsed()));
     let took = signalled.elapsed();

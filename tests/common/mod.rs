@@ -21,6 +21,7 @@ use wnology_gateway::{
     server::{self, ServeOptions},
 };
 
+pub mod binary;
 pub mod faults;
 pub mod otlp;
 
@@ -232,12 +233,7 @@ impl TestGateway {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap()
+        connect(self.addr).await
     }
 
     pub async fn me(&self) -> MeServiceClient<Channel> {
@@ -288,4 +284,14 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 /// A valid 24-hex id, distinct per `n`.
 pub fn id(n: u32) -> String {
     format!("{n:024x}")
+}
+
+/// A channel to a gateway listening on `addr` (plaintext, connected before returning).
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap()
 }
