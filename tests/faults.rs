@@ -88,18 +88,7 @@ async fn the_live_task_count_returns_to_its_baseline_after_faults() {
             .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let baseline = runtime.num_alive_tasks();
-        let calls: Vec<_> = (0..20)
-            .map(|n| {
-                let mut org = org.clone();
-                tokio::spawn(async move {
-                    org.get(authed(proto::OrgGetRequest {
-                        org_id: id(n),
-                        ..Default::default()
-                    }))
-                    .await
-                })
-            })
-            .collect();
+        let calls: Vec<_> = (0..20).map(|n| spawn_org_get(&org, n)).collect();
         for call in calls {
             assert_eq!(
                 call.await.unwrap().unwrap_err().code(),

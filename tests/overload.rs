@@ -23,18 +23,7 @@ async fn calls_beyond_the_limit_are_shed_at_once() {
     settings.max_concurrency = 2;
     let gateway = TestGateway::start_with(settings).await;
     let client = gateway.org().await;
-    let slow: Vec<_> = (0..2)
-        .map(|n| {
-            let mut org = client.clone();
-            tokio::spawn(async move {
-                org.get(authed(proto::OrgGetRequest {
-                    org_id: id(n),
-                    ..Default::default()
-                }))
-                .await
-            })
-        })
-        .collect();
+    let slow: Vec<_> = (0..2).map(|n| spawn_org_get(&client, n)).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let started = Instant::now();

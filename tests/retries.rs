@@ -155,12 +155,7 @@ async fn the_retry_budget_keeps_a_failing_upstream_from_being_stormed() {
     let upstream = flaky(usize::MAX, 503, None).await;
     let gateway = TestGateway::start(&upstream.url()).await;
     let client = gateway.org().await;
-    let calls: Vec<_> = (0..READS)
-        .map(|n| {
-            let mut org = client.clone();
-            tokio::spawn(async move { org.get(get_org(n)).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..READS).map(|n| spawn_org_get(&client, n)).collect();
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap_err().code(), Code::Unavailable);
     }

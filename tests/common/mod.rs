@@ -15,8 +15,8 @@ use wnology_gateway::{
     config::Settings,
     gateway::Gateway,
     proto::{
-        instance_org_service_client::InstanceOrgServiceClient, me_service_client::MeServiceClient,
-        org_service_client::OrgServiceClient,
+        self, instance_org_service_client::InstanceOrgServiceClient,
+        me_service_client::MeServiceClient, org_service_client::OrgServiceClient,
     },
     server::{self, ServeOptions},
 };
@@ -270,6 +270,22 @@ impl Drop for TestGateway {
 /// A request carrying `authorization: Bearer TOKEN`.
 pub fn authed<T>(message: T) -> tonic::Request<T> {
     with_token(message, TOKEN)
+}
+
+/// `OrgService/Get` of organization `id(n)` with the test token, on a task of its own (for
+/// calls that must be in flight together).
+pub fn spawn_org_get(
+    client: &OrgServiceClient<Channel>,
+    n: u32,
+) -> JoinHandle<Result<tonic::Response<proto::Org>, tonic::Status>> {
+    let mut org = client.clone();
+    tokio::spawn(async move {
+        org.get(authed(proto::OrgGetRequest {
+            org_id: id(n),
+            ..Default::default()
+        }))
+        .await
+    })
 }
 
 /// A request carrying `authorization: Bearer <token>`.
