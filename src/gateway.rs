@@ -400,7 +400,7 @@ async fn load<Resp: UpstreamJson + Send + Sync + 'static>(
             reason: e.to_string(),
         })?;
     Ok(Fetched {
-        answer: Bytes::from(message.encode_to_vec()),
+        answer: Encoded::encode(&message).into_bytes(),
         upstream_status: response.status,
     })
 }

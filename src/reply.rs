@@ -48,6 +48,11 @@ impl<M> Encoded<M> {
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
+
+    /// The encoding, given up.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
 }
 
 impl<M> Clone for Encoded<M> {
