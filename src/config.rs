@@ -116,7 +116,20 @@ pub struct Settings {
     /// and reflection are exempt). 0 means no limit.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrency: usize,
-    /// Largest request message accepted, in bytes.
+    /// Most upstream HTTP requests in flight at once, whatever callers do (resets included);
+    /// an attempt waits for a free one within its deadline. Default: `--max-concurrency`; 0
+    /// means no limit.
+    #[arg(long)]
+    pub max_upstream_in_flight: Option<usize>,
+    /// Most concurrent calls on one HTTP/2 connection (advertised in SETTINGS), so that no
+    /// single connection can take every `--max-concurrency` slot.
+    #[arg(long, default_value_t = 200)]
+    pub max_concurrent_streams: u32,
+    /// Time limit for receiving a whole request message; a call past it is answered
+    /// DEADLINE_EXCEEDED and its stream reset.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_read_timeout: Duration,
+    /// Largest request message accepted, in bytes; a larger one is RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_request_bytes: usize,
     /// Largest request header list accepted (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`), in bytes.
@@ -126,6 +139,15 @@ pub struct Settings {
     /// old, so that long-lived connections rebalance behind L4 load balancers; 0 disables.
     #[arg(long, default_value = "0", value_parser = parse_duration)]
     pub max_connection_age: Duration,
+    /// Interval of HTTP/2 keepalive pings on each client connection; 0 disables.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+    /// A connection whose keepalive ping is not acknowledged within this time is closed.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+    /// Close a connection (HTTP/2 GOAWAY) that has had no call for this long; 0 disables.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub max_connection_idle: Duration,
     /// RPCs refused locally with PERMISSION_DENIED, comma-separated (`OrgService/Delete,MeService/Delete`).
     #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set)]
     pub deny_rpcs: Vec<String>,
@@ -169,6 +191,13 @@ impl Settings {
         settings.upstream_url = upstream_url.into();
         settings.drain_delay = Duration::ZERO;
         settings
+    }
+}
+
+impl Settings {
+    /// `--max-upstream-in-flight`, which defaults to `--max-concurrency` (0: no limit).
+    pub fn upstream_in_flight_bound(&self) -> usize {
+        self.max_upstream_in_flight.unwrap_or(self.max_concurrency)
     }
 }
 

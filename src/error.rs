@@ -132,7 +132,8 @@ impl GatewayError {
 
     fn status(&self, request_id: Option<&str>) -> Status {
         let code = self.code();
-        let message = self.to_string();
+        let full = self.to_string();
+        let message = bounded(&full, MAX_MESSAGE_BYTES);
         let mut details = ErrorDetails::new();
         match self {
             GatewayError::InvalidArgument { field, description } => {
@@ -142,10 +143,14 @@ impl GatewayError {
             GatewayError::Upstream(upstream) => {
                 let mut metadata =
                     HashMap::from([("http_status".to_string(), upstream.status.to_string())]);
+                if message.len() < full.len() {
+                    metadata.insert("upstream_message_bytes".to_string(), full.len().to_string());
+                }
                 let reason = match &upstream.error_type {
                     Some(error_type) => {
-                        metadata.insert("upstream_type".to_string(), error_type.clone());
-                        upper_snake(error_type)
+                        let error_type = bounded(error_type, MAX_TYPE_BYTES);
+                        metadata.insert("upstream_type".to_string(), error_type.to_string());
+                        upper_snake(&error_type)
                     }
                     None => format!("HTTP_{}", upstream.status),
                 };
@@ -165,6 +170,32 @@ impl GatewayError {
         }
         Status::with_error_details(code, message, details)
     }
+}
+
+/// The most of a message that goes into an answer. The message travels twice in the trailers
+/// (`grpc-message`, percent-encoded: up to 3 bytes a byte; and the details, base64), and gRPC
+/// clients refuse trailers past 8 KiB by default: 1 KiB keeps the worst case near 5 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// The most of an upstream error `type` that goes into an answer (it is copied twice more, as
+/// `reason` and `upstream_type`).
+const MAX_TYPE_BYTES: usize = 128;
+
+/// `text` cut on a character boundary to at most `limit` bytes plus a marker saying how long it
+/// was; `text` itself when it fits.
+pub fn bounded(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}… [cut: {} bytes in all]",
+        &text[..end],
+        text.len()
+    ))
 }
 
 impl From<GatewayError> for Status {
@@ -319,6 +350,39 @@ mod tests {
         assert_eq!(info.domain, "api.app.wnology.io");
         assert_eq!(info.metadata["http_status"], "404");
         assert_eq!(info.metadata["upstream_type"], "NotFound");
+    }
+
+    #[test]
+    fn long_upstream_messages_are_cut_to_keep_the_trailers_readable() {
+        let long = "é".repeat(30_000);
+        let status = GatewayError::Upstream(UpstreamError {
+            status: 400,
+            error_type: Some("Validation".repeat(100)),
+            message: long.clone(),
+            domain: "api.app.wnology.io".into(),
+            retry_after: None,
+        })
+        .into_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES + 40);
+        assert!(status.message().ends_with("[cut: 60000 bytes in all]"));
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.metadata["upstream_message_bytes"], "60000");
+        assert!(info.metadata["upstream_type"].len() <= MAX_TYPE_BYTES + 40);
+        let http = status.into_http::<tonic::body::Body>();
+        let trailer_bytes: usize = http
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        assert!(trailer_bytes < 8 * 1024, "{trailer_bytes} bytes");
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary() {
+        assert_eq!(bounded("abc", 3), "abc");
+        assert_eq!(bounded("aé", 2), "a… [cut: 3 bytes in all]");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::{
     fmt,
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -29,6 +30,7 @@ use crate::{
     error::{GatewayError, code_name},
     json::{self, UpstreamJson},
     metrics::{Metrics, RpcLabels},
+    overload::{ConcurrencyBudget, Slot},
     reply::Encoded,
     routes::{self, CacheClass, Invalidation, Route, Service},
     telemetry,
@@ -58,6 +60,8 @@ struct Inner {
     upstream_timeout: Duration,
     cache: ResponseCache,
     metrics: Arc<Metrics>,
+    /// `--max-concurrency`.
+    budget: ConcurrencyBudget,
     /// Actions refused locally (`--deny-rpcs`).
     denied: HashSet<&'static str>,
 }
@@ -118,6 +122,7 @@ impl Gateway {
             upstream_timeout: settings.upstream_timeout,
             cache,
             metrics,
+            budget: ConcurrencyBudget::new(settings.max_concurrency),
             denied,
         });
         let observed = Arc::downgrade(&inner);
@@ -246,6 +251,10 @@ impl Gateway {
         Req: prost::Message + prost::Name + Serialize + Default,
         Resp: UpstreamJson + Send + Sync + 'static,
     {
+        let Some(slot) = self.inner.budget.try_take() else {
+            self.inner.metrics.shed(route.service.grpc_name());
+            return Err(Arc::new(GatewayError::Overloaded));
+        };
         if self.inner.denied.contains(route.action) {
             return Err(Arc::new(GatewayError::Denied));
         }
@@ -295,19 +304,13 @@ impl Gateway {
         };
 
         let (Some(ttl), Some(key)) = (ttl, key) else {
-            let result = make_load().await;
-            if !route.invalidates.is_empty() && result.as_ref().is_ok_or_outcome_unknown() {
-                // Rare (one write names its organization only in its answer): decode it again.
-                let answer_json = result
-                    .as_ref()
-                    .ok()
-                    .filter(|_| route.invalidates.contains(&Invalidation::AnswerOrg))
-                    .and_then(|fetched| Resp::decode(fetched.answer.clone()).ok())
-                    .and_then(|answer| answer.to_upstream_json().ok());
+            let fetched = if route.is_read() {
+                make_load().await?
+            } else {
                 let token = cache.token_id(authorization.as_bytes());
-                self.invalidate(route, token, &request_json, answer_json.as_ref());
-            }
-            let fetched = result?;
+                self.write::<Resp, _>(route, token, request_json, slot, make_load())
+                    .await?
+            };
             return Ok(Answer {
                 answer: fetched.answer,
                 cache: (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
@@ -332,6 +335,44 @@ impl Gateway {
             answer: served.answer,
             cache: Some(served.outcome),
             upstream_status: served.upstream_status,
+        })
+    }
+
+    /// Runs a write to its end in a task of its own, holding the call's slot, and then drops
+    /// what it made stale: a caller who goes away neither loses the write's outcome (and its
+    /// invalidations) nor frees a slot while the upstream still works on the write.
+    async fn write<Resp, F>(
+        &self,
+        route: &'static Route,
+        token: TokenId,
+        request_json: Value,
+        slot: Slot,
+        load: F,
+    ) -> Result<Fetched, GatewayError>
+    where
+        Resp: UpstreamJson + Send + Sync + 'static,
+        F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
+    {
+        let gateway = self.clone();
+        let task = tokio::spawn(async move {
+            let result = load.await;
+            if !route.invalidates.is_empty() && result.as_ref().is_ok_or_outcome_unknown() {
+                // Rare (one write names its organization only in its answer): decode it again.
+                let answer_json = result
+                    .as_ref()
+                    .ok()
+                    .filter(|_| route.invalidates.contains(&Invalidation::AnswerOrg))
+                    .and_then(|fetched| Resp::decode(fetched.answer.clone()).ok())
+                    .and_then(|answer| answer.to_upstream_json().ok());
+                gateway.invalidate(route, token, &request_json, answer_json.as_ref());
+            }
+            drop(slot);
+            result
+        });
+        task.await.unwrap_or_else(|error| {
+            Err(GatewayError::Internal(format!(
+                "write task failed: {error}"
+            )))
         })
     }
 

@@ -44,6 +44,27 @@ pub struct UpstreamLabels {
     pub status: UpstreamStatus,
 }
 
+/// Labels of a count kept per service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// `wnology.v1.MeService`
+    pub service: &'static str,
+}
+
+/// Labels of a count kept per upstream action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `me.payloadCounts`
+    pub action: &'static str,
+}
+
+/// Labels of a request refused before it reached the gateway's pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `read_timeout`, `too_large`, `extra_message` or `content_type`.
+    pub reason: &'static str,
+}
+
 /// The HTTP status of an upstream call, or why there is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamStatus {
@@ -82,6 +103,10 @@ pub struct Metrics {
     upstream: Family<UpstreamLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram>,
     in_flight: Gauge,
+    shed: Family<ServiceLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
+    upstream_in_flight: Gauge,
+    upstream_retries: Family<ActionLabels, Counter>,
     cache_figures: Arc<OnceLock<Box<dyn Fn() -> CacheFigures + Send + Sync>>>,
 }
 
@@ -133,6 +158,31 @@ impl Metrics {
         );
         let in_flight = Gauge::default();
         registry.register("rpc_in_flight", "RPCs being served now", in_flight.clone());
+        let shed = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "rpc_shed",
+            "RPCs refused at once because --max-concurrency calls were running, by service",
+            shed.clone(),
+        );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "request_refused",
+            "Requests refused while their message was read (too slow, too large, more than one \
+             message, not gRPC), by reason",
+            refused.clone(),
+        );
+        let upstream_in_flight = Gauge::default();
+        registry.register(
+            "upstream_in_flight",
+            "Upstream HTTP requests in flight (bounded by --max-upstream-in-flight)",
+            upstream_in_flight.clone(),
+        );
+        let upstream_retries = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream reads sent again after a retryable failure, by action",
+            upstream_retries.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -148,6 +198,10 @@ impl Metrics {
             upstream,
             upstream_duration,
             in_flight,
+            shed,
+            refused,
+            upstream_in_flight,
+            upstream_retries,
             cache_figures,
         }
     }
@@ -177,6 +231,29 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// Counts an RPC of `service` refused by load shedding.
+    pub fn shed(&self, service: &'static str) {
+        self.shed.get_or_create(&ServiceLabels { service }).inc();
+    }
+
+    /// Counts a request refused while its message was read.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Counts one upstream request in flight until the guard is dropped.
+    pub fn upstream_in_flight(&self) -> InFlight {
+        self.upstream_in_flight.inc();
+        InFlight(self.upstream_in_flight.clone())
+    }
+
+    /// Counts a retry of an upstream read.
+    pub fn upstream_retry(&self, action: &'static str) {
+        self.upstream_retries
+            .get_or_create(&ActionLabels { action })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -263,6 +340,12 @@ impl Collector for CacheCollector {
                 Some(&Unit::Bytes),
                 figures.weighted_bytes,
             ),
+            (
+                "cache_loads_in_flight",
+                "Upstream loads in flight, each shared by its coalesced callers",
+                None,
+                figures.loads_in_flight,
+            ),
         ];
         for (name, help, unit, value) in gauges {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
@@ -311,6 +394,7 @@ mod tests {
             invalidations: 0,
             entries: 1,
             weighted_bytes: 900,
+            loads_in_flight: 0,
         });
         let guard = metrics.in_flight();
         let text = metrics.encode();

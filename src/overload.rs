@@ -1,30 +1,28 @@
-//! Load shedding: at most `--max-concurrency` RPCs of the gateway's services run at once, shared
-//! across the three services; a call beyond that is answered UNAVAILABLE at once instead of
-//! queueing without bound. Built from tower's `ConcurrencyLimit` and `LoadShed`, whose
-//! `Overloaded` error is mapped here explicitly (a tower error reaching tonic would otherwise
-//! be UNKNOWN). Health and reflection are not wrapped, so probes get through under load.
+//! Load shedding: at most `--max-concurrency` RPCs of the gateway's services are served at once,
+//! shared across the three services; a call beyond that is answered UNAVAILABLE at once instead
+//! of queueing without bound. Health and reflection take no slot, so probes get through under
+//! load.
+//!
+//! A slot is taken once the request message has been received and decoded, not when its
+//! headers arrive: a caller that stalls its request body holds no slot (the per-connection
+//! stream limit and the request read timeout bound what it does hold, see
+//! [`crate::server`]). A read gives its slot back when its caller is answered or goes away; a
+//! write's slot goes with its upstream exchange, which runs to its end even when the caller
+//! goes, so that resets cannot put more writes on the upstream than the budget allows.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-use tonic::{body::Body, server::NamedService};
-use tower::{
-    Service,
-    limit::ConcurrencyLimit,
-    load_shed::{LoadShed, error::Overloaded},
-};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::GatewayError;
-
-/// The permits shared by every wrapped service.
+/// The slots shared by every RPC of the gateway's services.
 #[derive(Debug, Clone)]
 pub struct ConcurrencyBudget(Arc<Semaphore>);
+
+/// One RPC's slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl ConcurrencyBudget {
     /// `max` calls at once; 0 means no limit.
@@ -37,57 +35,35 @@ impl ConcurrencyBudget {
         ConcurrencyBudget(Arc::new(Semaphore::new(permits)))
     }
 
-    /// Wraps a generated service.
-    pub fn shed<S>(&self, service: S) -> Shed<S> {
-        Shed {
-            inner: LoadShed::new(ConcurrencyLimit::with_semaphore(
-                service,
-                Arc::clone(&self.0),
-            )),
-        }
+    /// A slot, or `None` when every slot is taken.
+    pub fn try_take(&self) -> Option<Slot> {
+        Arc::clone(&self.0)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Slot { _permit: permit })
+    }
+
+    /// Slots free now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
     }
 }
 
-/// A service that refuses calls beyond the shared budget with UNAVAILABLE.
-#[derive(Debug, Clone)]
-pub struct Shed<S> {
-    inner: LoadShed<ConcurrencyLimit<S>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<S: NamedService> NamedService for Shed<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> Service<http::Request<B>> for Shed<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // `LoadShed` is always ready: when no permit is free it fails the call instead. The
-        // wrapped service cannot fail (`Infallible`), so neither can this.
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            Ok(match call.await {
-                Ok(response) => response,
-                Err(error) if error.is::<Overloaded>() => {
-                    GatewayError::Overloaded.into_status().into_http()
-                }
-                Err(error) => GatewayError::Internal(error.to_string())
-                    .into_status()
-                    .into_http(),
-            })
-        })
+    #[test]
+    fn slots_are_shared_and_given_back() {
+        let budget = ConcurrencyBudget::new(2);
+        let first = budget.try_take().unwrap();
+        let _second = budget.clone().try_take().unwrap();
+        assert!(budget.try_take().is_none());
+        drop(first);
+        assert!(budget.try_take().is_some());
+        assert_eq!(
+            ConcurrencyBudget::new(0).available(),
+            Semaphore::MAX_PERMITS
+        );
     }
 }

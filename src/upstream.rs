@@ -17,6 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use prost_reflect::Kind;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::{Instrument, field::Empty};
 
@@ -39,6 +40,11 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// The longest upstream path and query string sent: servers and proxies commonly refuse request
+/// lines past 8–16 KiB, and the HTTP client cannot even build some of them, so a longer one is
+/// the caller's error, refused before anything is sent.
+pub const MAX_PATH_AND_QUERY_BYTES: usize = 16 * 1024;
 
 /// A request resolved to its upstream form, validated, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +77,8 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
     }
 
     let mut query = String::from(GLOBAL_QUERY);
+    // The field that adds most to the query string, named when the URL is too long.
+    let mut longest: Option<(&str, usize)> = None;
     for param in route.query {
         let value = fields.get(param.name);
         let Some(text) = query_value(param.name, param.kind, value)? else {
@@ -79,10 +87,24 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
             }
             continue;
         };
+        let before = query.len();
         query.push('&');
         query.push_str(param.name);
         query.push('=');
         query.extend(utf8_percent_encode(&text, QUERY_VALUE));
+        let added = query.len() - before;
+        if longest.is_none_or(|(_, most)| added > most) {
+            longest = Some((param.name, added));
+        }
+    }
+    if path.len() + 1 + query.len() > MAX_PATH_AND_QUERY_BYTES {
+        let field = longest.map_or_else(|| "request".to_string(), |(name, _)| field_name(name));
+        return Err(GatewayError::invalid(
+            field,
+            format!(
+                "makes the upstream URL longer than {MAX_PATH_AND_QUERY_BYTES} bytes; send less"
+            ),
+        ));
     }
 
     let body = match route.body {
@@ -298,6 +320,9 @@ pub struct UpstreamClient {
     max_response_bytes: usize,
     retries: u32,
     retry_budget: Arc<TpsBudget>,
+    /// `--max-upstream-in-flight`: an attempt holds a permit while its HTTP exchange runs, so
+    /// that nothing callers do (resets, storms) puts more than that on the upstream at once.
+    in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -363,6 +388,10 @@ impl UpstreamClient {
             // Retries may add at most 20 % to the calls of the last 10 s, plus 10 a second so
             // that a quiet gateway can still retry.
             retry_budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            in_flight: Arc::new(Semaphore::new(match settings.upstream_in_flight_bound() {
+                0 => Semaphore::MAX_PERMITS,
+                bound => bound,
+            })),
             metrics,
         })
     }
@@ -413,6 +442,7 @@ impl UpstreamClient {
                 return result;
             }
             tracing::debug!(action = route.action, attempt = resend_count + 1, delay_ms = delay.as_millis() as u64, %error, "retrying upstream read");
+            self.metrics.upstream_retry(route.action);
             tokio::time::sleep(delay).await;
             resend_count += 1;
         }
@@ -448,7 +478,7 @@ impl UpstreamClient {
         }
         let started = Instant::now();
         let result = self
-            .exchange(route, request, authorization, caller_trace, timeout, &span)
+            .bounded_exchange(route, request, authorization, caller_trace, timeout, &span)
             .instrument(span.clone())
             .await;
         let status = match &result {
@@ -487,6 +517,28 @@ impl UpstreamClient {
             "upstream call"
         );
         result
+    }
+
+    /// [`Self::exchange`] once a permit of `--max-upstream-in-flight` is free, all within
+    /// `timeout`.
+    async fn bounded_exchange(
+        &self,
+        route: &Route,
+        request: &UpstreamRequest,
+        authorization: &HeaderValue,
+        caller_trace: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
+        span: &tracing::Span,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let permit = tokio::time::timeout_at(deadline, self.in_flight.acquire())
+            .await
+            .map_err(|_| GatewayError::DeadlineExceeded)?
+            .map_err(|_| GatewayError::Internal("upstream permits closed".into()))?;
+        let _in_flight = (permit, self.metrics.upstream_in_flight());
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.exchange(route, request, authorization, caller_trace, remaining, span)
+            .await
     }
 
     async fn exchange(
@@ -819,6 +871,24 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.to_string(), "invalid `invite_id`: is required");
+    }
+
+    #[test]
+    fn an_over_long_url_is_refused_naming_the_field() {
+        let filter = "a".repeat(70_000);
+        let error = resolve(&routes::ORG_LIST, &json!({"filter": filter})).unwrap_err();
+        assert!(
+            matches!(error, GatewayError::InvalidArgument { ref field, .. } if field == "filter"),
+            "{error}"
+        );
+        let items: Vec<String> = (0..100_000).map(|i| format!("s{i}")).collect();
+        let error = resolve(&routes::ORG_LIST, &json!({"summaryInclude": items})).unwrap_err();
+        assert!(
+            matches!(error, GatewayError::InvalidArgument { ref field, .. } if field == "summary_include"),
+            "{error}"
+        );
+        let near = "a".repeat(MAX_PATH_AND_QUERY_BYTES - 200);
+        assert!(resolve(&routes::ORG_LIST, &json!({"filter": near})).is_ok());
     }
 
     #[test]

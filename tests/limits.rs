@@ -55,17 +55,15 @@ async fn a_request_message_over_the_limit_is_refused_before_the_upstream() {
     let gateway = TestGateway::start_with(settings).await;
     let mut org = gateway.org().await;
 
-    // tonic's decoder refuses a message whose length prefix exceeds
-    // `max_decoding_message_size` with OUT_OF_RANGE ("Error, decoded message length too large:
-    // found N bytes, the limit is: 1024 bytes"), before the handler runs; it is tonic's own
-    // status, so it carries no gateway ErrorInfo.
+    // The request guard refuses a message whose length prefix exceeds the limit with
+    // RESOURCE_EXHAUSTED (the gRPC status table's code for it), before the handler runs.
     let status = org
         .patch(org_patch(10 * KIB))
         .await
         .expect_err("a 10 KiB message is over the 1 KiB limit");
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
-        status.message().contains("message length too large"),
+        status.message().contains("exceeds --max-request-bytes"),
         "{status:?}"
     );
     assert!(

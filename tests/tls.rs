@@ -355,7 +355,7 @@ async fn a_tls_file_that_is_not_pem_makes_serve_with_return_an_error() {
     })
     .await;
     assert!(
-        matches!(result, Err(ServeError::Transport(_))),
+        matches!(result, Err(ServeError::TlsConfig(_))),
         "{result:?}"
     );
 
@@ -366,7 +366,7 @@ async fn a_tls_file_that_is_not_pem_makes_serve_with_return_an_error() {
     })
     .await;
     assert!(
-        matches!(result, Err(ServeError::Transport(_))),
+        matches!(result, Err(ServeError::TlsConfig(_))),
         "{result:?}"
     );
 }

@@ -10,27 +10,26 @@
 //! answer that may predate a write is served once the write has returned.
 
 use std::{
-    collections::HashMap,
     fmt,
     future::Future,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use futures_util::{
-    FutureExt,
-    future::{BoxFuture, Shared},
-};
 use hmac::{Hmac, Mac, digest::KeyInit};
 use moka::{future::Cache, notification::RemovalCause};
 use sha2::Sha256;
 use tonic::metadata::MetadataMap;
 
 use crate::{error::GatewayError, routes::CacheClass};
+
+mod inflight;
+
+use inflight::{InFlight, LoadResult};
 
 /// Bytes counted for each entry beyond its key's bytes and its encoded answer: moka's nodes,
 /// the key and value structs, the `Bytes` handle and the allocator's rounding. Measured at about
@@ -230,10 +229,9 @@ pub struct CacheFigures {
     pub entries: u64,
     /// Weighted size now, in bytes.
     pub weighted_bytes: u64,
+    /// Upstream loads in flight now (each shared by its coalesced callers).
+    pub loads_in_flight: u64,
 }
-
-type LoadResult = Result<Cached, Arc<GatewayError>>;
-type SharedLoad = Shared<BoxFuture<'static, LoadResult>>;
 
 /// What a write makes stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,7 +342,7 @@ impl Generations {
 /// The read cache.
 pub struct ResponseCache {
     entries: Cache<CacheKey, Cached>,
-    inflight: Arc<Mutex<HashMap<CacheKey, (Tags, SharedLoad)>>>,
+    inflight: InFlight,
     /// Keyed once with a per-process random key; cloned per call.
     hmac: Hmac<Sha256>,
     generations: Generations,
@@ -404,7 +402,7 @@ impl ResponseCache {
             .build();
         ResponseCache {
             entries,
-            inflight: Arc::default(),
+            inflight: InFlight::default(),
             hmac: <Hmac<Sha256> as KeyInit>::new(&rand::random::<[u8; 64]>().into()),
             generations: Generations::new(),
             stats,
@@ -464,10 +462,20 @@ impl ResponseCache {
                 Ok(served(cached, Outcome::Bypass))
             }
             Directive::Default => {
-                if let Some(hit) = self.lookup(&key).await {
-                    return Ok(hit);
-                }
-                let cached = self.load_coalesced(key.clone(), tags, load()).await?;
+                let mut looked = 0;
+                let cached = loop {
+                    if let Some(hit) = self.lookup(&key).await {
+                        return Ok(hit);
+                    }
+                    looked += 1;
+                    if let Some(result) = self.load_coalesced(&key, tags, &load).await {
+                        break result?;
+                    }
+                    if looked == 2 {
+                        // Stored but not servable (stale): load it again, not in a loop.
+                        break load().await?;
+                    }
+                };
                 if cached.stamp != stamp {
                     // This call joined a load that began before a write it came after: that
                     // answer may predate the write, so fetch afresh (read-your-writes).
@@ -497,62 +505,27 @@ impl ResponseCache {
         })
     }
 
+    /// The answer of the load in flight for `key`, or of `load` started now; `None` when an
+    /// answer was stored meanwhile (look again).
     async fn load_coalesced<F>(
         &self,
-        key: CacheKey,
+        key: &CacheKey,
         tags: Tags,
-        load: F,
-    ) -> Result<Cached, Arc<GatewayError>>
+        load: impl FnOnce() -> F,
+    ) -> Option<LoadResult>
     where
         F: Future<Output = LoadResult> + Send + 'static,
     {
-        let ran = AtomicBool::new(false);
-        let init = async {
-            ran.store(true, Ordering::Relaxed);
-            self.join_or_spawn(&key, tags, load).await
-        };
-        let result = self.entries.try_get_with(key.clone(), init).await;
-        let counter = if ran.load(Ordering::Relaxed) {
+        let (waiter, started) = self
+            .inflight
+            .join_or_start(key, tags, &self.entries, load)?;
+        let counter = if started {
             &self.stats.misses
         } else {
             &self.stats.coalesced
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        result.map_err(|error| Arc::clone(&*error))
-    }
-
-    /// The in-flight load for `key`, or a new detached one running `load`.
-    fn join_or_spawn<F>(&self, key: &CacheKey, tags: Tags, load: F) -> SharedLoad
-    where
-        F: Future<Output = LoadResult> + Send + 'static,
-    {
-        let Ok(mut inflight) = self.inflight.lock() else {
-            return load.boxed().shared();
-        };
-        if let Some((_, existing)) = inflight.get(key) {
-            return existing.clone();
-        }
-        let registry = Arc::clone(&self.inflight);
-        let registered = key.clone();
-        let task = tokio::spawn(async move {
-            let result = load.await;
-            if let Ok(mut inflight) = registry.lock() {
-                inflight.remove(&registered);
-            }
-            result
-        });
-        let shared = task
-            .map(|joined| {
-                joined.unwrap_or_else(|error| {
-                    Err(Arc::new(GatewayError::Internal(format!(
-                        "upstream load task failed: {error}"
-                    ))))
-                })
-            })
-            .boxed()
-            .shared();
-        inflight.insert(key.clone(), (tags, shared.clone()));
-        shared
+        Some(waiter.result().await)
     }
 
     /// Makes every answer in `scope` stale, for every token it concerns: from now on none of
@@ -562,9 +535,8 @@ impl ResponseCache {
             .counter(&scope)
             .fetch_add(1, Ordering::AcqRel);
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.retain(|key, (tags, _)| !scope.covers(key.token, tags));
-        }
+        self.inflight
+            .forget(|key, tags| scope.covers(key.token, tags));
         // Reclaims the memory now rather than at expiry; correctness does not depend on it.
         let _ = self
             .entries
@@ -583,6 +555,7 @@ impl ResponseCache {
             invalidations: load(&self.stats.invalidations),
             entries: self.entries.entry_count(),
             weighted_bytes: self.entries.weighted_size(),
+            loads_in_flight: self.inflight.len() as u64,
         }
     }
 

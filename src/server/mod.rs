@@ -1,23 +1,35 @@
-//! The gRPC server: the three services (behind load shedding), health and reflection on one
-//! listener, with its limits, optional TLS and the graceful shutdown sequence.
+//! The gRPC server: the three services (each behind the request guard), health and reflection
+//! on one listener, with its limits, optional TLS and the graceful shutdown sequence.
+//!
+//! - [`guard`]: what a caller sends is checked while it arrives (content type, read timeout,
+//!   message size, one message per unary call).
+//! - [`connection`]: the accept loop and each connection's HTTP/2 limits, keepalive, age and
+//!   idle limits.
+//! - [`tls`]: TLS and mutual TLS.
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::Notify};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use crate::{
     config::Settings,
     gateway::BuildError,
     gateway::Gateway,
-    overload::ConcurrencyBudget,
     proto::{
         self, instance_org_service_server::InstanceOrgServiceServer,
         me_service_server::MeServiceServer, org_service_server::OrgServiceServer,
     },
     services::{InstanceOrgHandler, MeHandler, OrgHandler},
 };
+
+pub mod connection;
+pub mod guard;
+mod tls;
+
+use connection::ConnectionLimits;
+use guard::{GuardLimits, Guarded};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +40,9 @@ pub enum ServeError {
     /// The reflection service could not read the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The transport failed.
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    /// The TLS files do not make a usable configuration (not PEM, key does not match, …).
+    #[error("TLS: {0}")]
+    TlsConfig(String),
     /// A TLS file could not be read.
     #[error("cannot read {path}: {source}")]
     Tls {
@@ -52,14 +64,10 @@ pub enum ServeError {
 /// Server-level settings: limits, TLS and the shutdown sequence.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// `--max-concurrency` (0: no limit).
-    pub max_concurrency: usize,
-    /// `--max-request-bytes`.
-    pub max_request_bytes: usize,
-    /// `--max-header-bytes`.
-    pub max_header_bytes: u32,
-    /// `--max-connection-age` (zero: none).
-    pub max_connection_age: Duration,
+    /// What each request must meet while it arrives.
+    pub guard: GuardLimits,
+    /// How connections are served.
+    pub connections: ConnectionLimits,
     /// `--tls-cert`, `--tls-key`, `--tls-client-ca`.
     pub tls: Option<TlsFiles>,
     /// `--drain-delay`.
@@ -90,11 +98,21 @@ impl ServeOptions {
             }),
             _ => None,
         };
+        let nonzero = |duration: Duration| (!duration.is_zero()).then_some(duration);
         ServeOptions {
-            max_concurrency: settings.max_concurrency,
-            max_request_bytes: settings.max_request_bytes,
-            max_header_bytes: settings.max_header_bytes,
-            max_connection_age: settings.max_connection_age,
+            guard: GuardLimits {
+                read_timeout: settings.request_read_timeout,
+                max_message_bytes: settings.max_request_bytes,
+            },
+            connections: ConnectionLimits {
+                max_concurrent_streams: settings.max_concurrent_streams,
+                max_header_bytes: settings.max_header_bytes,
+                keepalive_interval: nonzero(settings.keepalive_interval),
+                keepalive_timeout: settings.keepalive_timeout,
+                max_age: nonzero(settings.max_connection_age),
+                max_idle: nonzero(settings.max_connection_idle),
+                http1: false,
+            },
             tls,
             drain_delay: settings.drain_delay,
             shutdown_grace: settings.shutdown_grace,
@@ -156,22 +174,28 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let budget = ConcurrencyBudget::new(options.max_concurrency);
-    let limit = options.max_request_bytes;
+    let tls = match &options.tls {
+        Some(files) => Some(tls::acceptor(files, options.connections.http1)?),
+        None => None,
+    };
+    // tonic's own limit stays as a backstop; the guard refuses a long message at its prefix.
+    let limit = options.guard.max_message_bytes;
+    let (guard, metrics) = (&options.guard, gateway.metrics());
     let me = MeServiceServer::new(MeHandler(gateway.clone())).max_decoding_message_size(limit);
     let org = OrgServiceServer::new(OrgHandler(gateway.clone())).max_decoding_message_size(limit);
-    let instance_org =
-        InstanceOrgServiceServer::new(InstanceOrgHandler(gateway)).max_decoding_message_size(limit);
-
-    let mut server = Server::builder().http2_max_header_list_size(options.max_header_bytes);
-    if !options.max_connection_age.is_zero() {
-        // No `max_connection_age_grace`: in tonic 0.14 it replaces the GOAWAY at the age with a
-        // hard cut at age + grace, failing the calls in flight.
-        server = server.max_connection_age(options.max_connection_age);
-    }
-    if let Some(tls) = &options.tls {
-        server = server.tls_config(tls_config(tls)?)?;
-    }
+    let instance_org = InstanceOrgServiceServer::new(InstanceOrgHandler(gateway.clone()))
+        .max_decoding_message_size(limit);
+    let routes = Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(Guarded::new(me, guard.clone(), Arc::clone(metrics)))
+        .add_service(Guarded::new(org, guard.clone(), Arc::clone(metrics)))
+        .add_service(Guarded::new(
+            instance_org,
+            guard.clone(),
+            Arc::clone(metrics),
+        ))
+        .prepare();
 
     let drained = Arc::new(Notify::new());
     let stop = {
@@ -192,19 +216,12 @@ pub async fn serve_with(
             drained.notify_one();
         }
     };
-    let serving = server
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(budget.shed(me))
-        .add_service(budget.shed(org))
-        .add_service(budget.shed(instance_org))
-        .serve_with_incoming_shutdown(incoming(listener), stop);
+    let serving = connection::serve(listener, tls, routes, options.connections.clone(), stop);
     tokio::pin!(serving);
     tokio::select! {
-        result = &mut serving => result?,
+        () = &mut serving => {}
         () = drained.notified() => match tokio::time::timeout(options.shutdown_grace, serving).await {
-            Ok(result) => result?,
+            Ok(()) => {}
             Err(_) => tracing::warn!(
                 grace_ms = options.shutdown_grace.as_millis() as u64,
                 "shutdown grace expired: closing with calls still in flight"
@@ -222,21 +239,6 @@ const SERVED: [&str; 4] = [
     proto::instance_org_service_server::SERVICE_NAME,
 ];
 
-fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| ServeError::Tls {
-            path: path.clone(),
-            source,
-        })
-    };
-    let mut config =
-        ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
-    if let Some(ca) = &files.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(config)
-}
-
 /// Binds `settings.listen`.
 pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
     TcpListener::bind(settings.listen)
@@ -245,12 +247,4 @@ pub async fn bind(settings: &Settings) -> Result<TcpListener, ServeError> {
             addr: settings.listen,
             source,
         })
-}
-
-/// Accepted connections, with Nagle's algorithm off (unary RPCs are latency-bound: a response
-/// split across writes must not wait for a delayed ACK) and TCP keep-alive on.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
