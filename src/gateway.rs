@@ -304,7 +304,9 @@ impl Gateway {
         };
 
         let (Some(ttl), Some(key)) = (ttl, key) else {
-            let fetched = if route.is_read() {
+            // A read that changes something (`MeService/RefreshToken` is a GET that revokes
+            // the old token) is a write here: it runs to its end and invalidates.
+            let fetched = if route.is_read() && route.invalidates.is_empty() {
                 make_load().await?
             } else {
                 let token = cache.token_id(authorization.as_bytes());
