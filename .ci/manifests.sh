@@ -63,10 +63,19 @@ validate="$venv/bin/kubernetes-validate"
 step "Kubernetes schemas (kubernetes-validate $("$validate" --version 2>&1 | tr -d '\n'), strict)"
 shopt -s nullglob
 manifests=()
-for file in deploy/kubernetes/*.yaml deploy/kubernetes/*.yml; do
+# kube-prometheus custom resources (deploy/kubernetes/monitoring/): validated against their CRD
+# schemas below, not here (kubernetes-validate knows only built-in kinds).
+custom_resources=()
+for file in deploy/kubernetes/*.yaml deploy/kubernetes/*.yml deploy/kubernetes/monitoring/*.yaml; do
   case "$(basename "$file")" in
     kustomization.yaml | kustomization.yml) ;; # not a Kubernetes object: checked below
-    *) manifests+=("$file") ;;
+    *)
+      if grep -q '^apiVersion: monitoring.coreos.com/' "$file"; then
+        custom_resources+=("$file")
+      else
+        manifests+=("$file")
+      fi
+      ;;
   esac
 done
 [ "${#manifests[@]}" -gt 0 ] || { echo "no manifests under deploy/kubernetes" >&2; exit 1; }
@@ -87,7 +96,26 @@ for file in "${manifests[@]}"; do
 done
 [ "$failures" -eq 0 ] || { echo "$failures schema check(s) failed" >&2; exit 1; }
 
-step "consistency: kustomization, ConfigMap vs src/config.rs, sizing, probes, Dockerfile, collector"
+step "kube-prometheus resources (PrometheusRule, ServiceMonitor) against prometheus-operator's CRD schemas"
+# @kubernetes-models/prometheus-operator (npm, pinned by .ci/ops/package-lock.json) compiles the
+# CRDs' OpenAPI schemas; installed into a cached directory outside the work tree.
+[ "${#custom_resources[@]}" -gt 0 ] || { echo "no custom resources under deploy/kubernetes/monitoring" >&2; exit 1; }
+crd_tools="$tools/ops-crs-$(cat .ci/ops/package.json .ci/ops/package-lock.json | sha256sum | cut -c1-16)"
+if [ ! -f "$crd_tools/.installed" ]; then
+  rm -rf "$crd_tools"
+  mkdir -p "$crd_tools"
+  cp .ci/ops/package.json .ci/ops/package-lock.json "$crd_tools/"
+  (cd "$crd_tools" && timeout 600 npm ci --no-audit --no-fund --loglevel=error)
+  touch "$crd_tools/.installed"
+fi
+cp .ci/ops/validate-crs.mjs "$crd_tools/"
+resources_abs=("${custom_resources[@]/#/$PWD/}")
+(cd "$crd_tools" && node validate-crs.mjs "${resources_abs[@]}")
+# The PrometheusRule carries exactly the rule files' groups (which promtool checks strictly:
+# an unknown field there is an error, while the CRD schema would accept it).
+"$venv/bin/python" .ci/ops/rules.py manifest --check
+
+step "consistency: kustomization, ConfigMap vs src/config.rs, sizing, probes, Dockerfile, collector, monitoring"
 "$venv/bin/python" - "$BUILD_COMMAND" <<'EOF'
 import glob, os, re, sys
 import yaml
@@ -272,6 +300,44 @@ receivers = collector["receivers"]["otlp"]["protocols"]
 check(receivers["grpc"]["endpoint"].endswith(":4317") and receivers["http"]["endpoint"].endswith(":4318"),
       "otel-collector.yaml: OTLP on 4317 (gRPC) and 4318 (HTTP)")
 
+# deploy/kubernetes/monitoring: its kustomization lists every file, one namespace; the
+# ServiceMonitor scrapes the Service's admin port and uses only fields the operator knows (its
+# CRD schema does not refuse unknown ones); the RoleBinding grants the Role to kube-prometheus.
+monitoring = f"{kube}/monitoring"
+[mon_kustomization] = load(f"{monitoring}/kustomization.yaml")
+mon_objects = {}
+for path in sorted(glob.glob(f"{monitoring}/*.yaml")):
+    if os.path.basename(path) != "kustomization.yaml":
+        for doc in load(path):
+            mon_objects[(doc["kind"], doc["metadata"]["name"])] = (os.path.basename(path), doc)
+mon_listed = mon_kustomization.get("resources", [])
+mon_files = {name for name, _ in mon_objects.values()}
+check(set(mon_listed) == mon_files and len(mon_listed) == len(set(mon_listed)),
+      f"monitoring/kustomization.yaml resources {sorted(set(mon_listed) ^ mon_files) or ''} match the files")
+for (kind, name), (path, doc) in mon_objects.items():
+    check(doc["metadata"].get("namespace") == namespace == mon_kustomization.get("namespace"),
+          f"monitoring/{path}: namespace {namespace}")
+monitor = mon_objects[("ServiceMonitor", "wnology-gateway")][1]
+main_service = objects[("Service", "wnology-gateway")][1]
+check(set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+      and set(monitor["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+      and all(set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"} for endpoint in monitor["spec"]["endpoints"]),
+      "ServiceMonitor uses known fields only")
+check(all(main_service["metadata"]["labels"].get(key) == value
+          for key, value in monitor["spec"]["selector"]["matchLabels"].items()),
+      "ServiceMonitor selects the wnology-gateway Service")
+[endpoint] = monitor["spec"]["endpoints"]
+check(any(port["name"] == endpoint["port"] and port["port"] == admin_port for port in main_service["spec"]["ports"])
+      and endpoint["path"] == "/metrics", "ServiceMonitor scrapes /metrics on the Service's admin port")
+for service_name in ("wnology-gateway-headless",):
+    check(all(port["name"] != endpoint["port"] for port in objects[("Service", service_name)][1]["spec"]["ports"]),
+          f"{service_name} has no {endpoint['port']} port (no second scrape of each pod)")
+binding = mon_objects[("RoleBinding", "prometheus-k8s")][1]
+check(binding["roleRef"]["name"] in {name for kind, name in mon_objects if kind == "Role"},
+      "RoleBinding grants a Role of monitoring/")
+check(any(rule.get("port") == admin_port for rule in policy["ingress"] for rule in rule["ports"]),
+      "NetworkPolicy admits the scrape port")
+
 for what in problems:
     print(f"FAIL: {what}", file=sys.stderr)
 print(f"{len(checked)} consistency checks passed, {len(problems)} failed")
@@ -343,4 +409,4 @@ else
 fi
 
 echo
-echo "manifests: ${#manifests[@]} passed, 0 failed"
+echo "manifests: $((${#manifests[@]} + ${#custom_resources[@]})) passed, 0 failed"

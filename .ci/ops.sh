@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Proves the operating material of deploy/prometheus/ and deploy/grafana/ with real parts, on
+# loopback only:
+#
+#   1. installs Debian's `prometheus` (Prometheus and promtool) when missing;
+#   2. `promtool check rules`, `promtool test rules` (deploy/prometheus/tests/: every alert fires
+#      on a series that should page and stays quiet on one that should not), `promtool check
+#      config` on the example configuration;
+#   3. .ci/ops/rules.py: every alert has a severity, summary, description and a runbook section,
+#      every recording rule is described in RUNBOOK.md, every alert has a firing and a quiet test;
+#      the kube-prometheus PrometheusRule carries exactly these rules;
+#   4. .ci/ops/dashboard.py: the dashboard parses, every panel has a query and a unit, template
+#      variables resolve;
+#   5. starts two gateways (debug build): one on its sandbox with --max-concurrency 2, one whose
+#      upstream is a closed loopback port; a real Prometheus on a free loopback port scrapes both
+#      every second and evaluates the rules every second;
+#   6. .ci/ops/load.py: a few hundred calls, some failing (no token, unknown token, unknown
+#      organization, malformed id, dead upstream, shed);
+#   7. .ci/ops/live.py: through Prometheus's HTTP API, every rule evaluates, every metric used is
+#      exported (or listed in deploy/prometheus/pending-metrics.txt), and every recording rule,
+#      panel expression and variable query returns data.
+#
+# Every process it starts is stopped by PID on every exit path. Run: bash .ci/ops.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+tools="${TMPDIR:-/tmp}/wnology-gateway-ci-tools"
+work="$(mktemp -d "${TMPDIR:-/tmp}/wnology-ops.XXXXXX")"
+pids=()
+# The sandbox's documented demo token (every scope); a public test value, not a secret.
+demo_token="wnology-sandbox-demo-all-scopes"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$status" -ne 0 ]; then
+    for log in "$work"/*.log; do
+      [ -s "$log" ] || continue
+      echo "--- last lines of $(basename "$log"):" >&2
+      tail -n 20 "$log" >&2 || true
+    done
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "Prometheus and promtool (Debian package prometheus)"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  timeout 300 apt-get update -qq
+  # The package's service is not started: there is no systemd here, and we start our own.
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version | head -n 1
+prometheus --version | head -n 1
+
+step "promtool check rules, test rules, check config"
+promtool check rules deploy/prometheus/recording-rules.yml deploy/prometheus/alerting-rules.yml
+# One promtool per test file, two at a time (the files are independent; promtool runs its
+# arguments one after the other). xargs fails if any of them does.
+(cd deploy/prometheus/tests && printf '%s\n' ./*.test.yml |
+  timeout 600 xargs -P 2 -n 1 promtool test rules)
+promtool check config --syntax-only deploy/prometheus/prometheus.example.yml
+
+step "Python venv (.ci/ops/requirements.txt)"
+requirements=".ci/ops/requirements.txt"
+venv="$tools/ops-$(sha256sum "$requirements" | cut -c1-16)"
+if [ ! -f "$venv/.installed" ]; then
+  rm -rf "$venv"
+  timeout 300 python3 -m venv "$venv"
+  timeout 900 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  touch "$venv/.installed"
+fi
+python="$venv/bin/python"
+
+step "rules: annotations, runbook sections, firing and quiet tests; the PrometheusRule in step"
+"$python" .ci/ops/rules.py check
+"$python" .ci/ops/rules.py manifest --check
+
+step "dashboard: parses, a query and a unit per panel, template variables resolve"
+"$python" .ci/ops/dashboard.py
+
+step "build the gateway (default features: the sandbox is in)"
+timeout 2400 cargo build --locked --bin wnology-gateway
+target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
+  "$python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+gateway="$target_dir/debug/wnology-gateway"
+[ -x "$gateway" ] || { echo "no gateway binary at $gateway" >&2; exit 1; }
+stubs="$work/stubs"
+mkdir -p "$stubs"
+timeout 120 "$python" -m grpc_tools.protoc -I proto --python_out="$stubs" --grpc_python_out="$stubs" \
+  proto/wnology/v1/*.proto
+
+# Free loopback ports, chosen by the kernel and released for the servers to bind.
+free_ports() {
+  "$python" - "$1" <<'PY'
+import socket, sys
+sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in sockets:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in sockets))
+for s in sockets:
+    s.close()
+PY
+}
+
+# Starts a gateway in the background (its PID joins those the trap stops), waits for its
+# "serving" log line, and sets gateway_grpc and gateway_admin to the addresses it bound.
+start_gateway() {
+  local name=$1
+  shift
+  "$gateway" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json \
+    --drain-delay 0s --shutdown-grace 2s "$@" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  local addresses
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || { echo "gateway $name exited at start-up" >&2; return 1; }
+    if addresses="$("$python" - "$work/$name.log" <<'PY'
+import json, sys
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    try:
+        event = json.loads(line)
+    except ValueError:
+        continue
+    if event.get("message") == "wnology-gateway serving":
+        print(event["listen"], event["admin"])
+        sys.exit(0)
+sys.exit(1)
+PY
+)"; then
+      read -r gateway_grpc gateway_admin <<<"$addresses"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "gateway $name did not report its addresses within 20 s" >&2
+  return 1
+}
+
+step "start two gateways: on the sandbox (--max-concurrency 2), and with a dead upstream"
+start_gateway healthy --sandbox --max-concurrency 2
+healthy_grpc=$gateway_grpc healthy_admin=$gateway_admin
+read -r closed_port prometheus_port < <(free_ports 2)
+# Nothing listens on closed_port: every upstream call is a connect_error, retried, UNAVAILABLE.
+start_gateway dead --upstream-url "http://127.0.0.1:$closed_port" --upstream-timeout 2s
+dead_grpc=$gateway_grpc dead_admin=$gateway_admin
+echo "healthy: gRPC $healthy_grpc, admin $healthy_admin; dead upstream: gRPC $dead_grpc, admin $dead_admin"
+
+step "start Prometheus on 127.0.0.1:$prometheus_port (scrape and rule evaluation every second)"
+cat >"$work/prometheus.yml" <<EOF2
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $root/deploy/prometheus/recording-rules.yml
+  - $root/deploy/prometheus/alerting-rules.yml
+scrape_configs:
+  - job_name: wnology-gateway
+    static_configs:
+      - targets: ["$healthy_admin", "$dead_admin"]
+EOF2
+promtool check config "$work/prometheus.yml"
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address="127.0.0.1:$prometheus_port" --log.level=warn >"$work/prometheus.log" 2>&1 &
+pids+=($!)
+prometheus_url="http://127.0.0.1:$prometheus_port"
+for _ in $(seq 100); do
+  curl -fsS "$prometheus_url/-/ready" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS "$prometheus_url/-/ready" >/dev/null || { echo "Prometheus is not ready after 20 s" >&2; exit 1; }
+echo "ready"
+
+step "load: a few hundred calls, some failing (.ci/ops/load.py)"
+PYTHONPATH="$stubs" timeout 180 "$python" .ci/ops/load.py "$healthy_grpc" "$dead_grpc" "$demo_token"
+
+step "every rule, metric, panel and variable has data in Prometheus (.ci/ops/live.py)"
+timeout 180 "$python" .ci/ops/live.py "$prometheus_url" --wait 60
