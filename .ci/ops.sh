@@ -7,7 +7,8 @@
 #      on a series that should page and stays quiet on one that should not), `promtool check
 #      config` on the example configuration;
 #   3. .ci/ops/rules.py: every alert has a severity, summary, description and a runbook section,
-#      every recording rule is described in RUNBOOK.md, every alert has a firing and a quiet test;
+#      every recording rule is described in RUNBOOK.md, every alert has a firing and a quiet test,
+#      every test file fixes the groups' evaluation order (promtool's is random otherwise);
 #      the kube-prometheus PrometheusRule carries exactly these rules;
 #   4. .ci/ops/dashboard.py: the dashboard parses, every panel has a query and a unit, template
 #      variables resolve;

@@ -5,7 +5,8 @@ kube-prometheus PrometheusRule in deploy/kubernetes/monitoring/ in step with the
   rules.py check             every alert has a severity (critical or warning), a summary, a
                              description and a runbook_url naming a section of RUNBOOK.md; every
                              recording rule is described in RUNBOOK.md; every alert has a promtool
-                             test in which it fires and one in which it stays quiet
+                             test in which it fires and one in which it stays quiet; every test
+                             file names its groups in group_eval_order, recording groups first
   rules.py manifest --check  the PrometheusRule carries exactly the rule files' groups
   rules.py manifest --write  (re)writes it from the rule files
 
@@ -13,6 +14,7 @@ Needs PyYAML. Exits non-zero on any problem.
 """
 
 import glob
+import os
 import re
 import sys
 
@@ -61,6 +63,26 @@ def anchors(markdown):
     return found
 
 
+def eval_order_problems(path, unit):
+    """promtool evaluates the groups of one evaluation in random order unless group_eval_order
+    names them all: an alert that reads another group's recording rules then sees this
+    evaluation's value or the last one's, and the test is flaky."""
+    loaded = [group for rule_file in unit.get("rule_files", [])
+              for group in load(os.path.join(os.path.dirname(path), rule_file))["groups"]]
+    if len(loaded) < 2:
+        return []
+    names = [group["name"] for group in loaded]
+    order = unit.get("group_eval_order", [])
+    if sorted(order) != sorted(names):
+        return [f"{path}: group_eval_order must name every group of its rule files "
+                f"({', '.join(names)}) once"]
+    alerting = {group["name"] for group in loaded if any("alert" in rule for rule in group["rules"])}
+    first_alerting = min((i for i, name in enumerate(order) if name in alerting), default=len(order))
+    if any(name not in alerting for name in order[first_alerting:]):
+        return [f"{path}: group_eval_order must put the recording groups before the alerting ones"]
+    return []
+
+
 def check():
     problems = []
     runbook = open(RUNBOOK, encoding="utf-8").read()
@@ -84,6 +106,7 @@ def check():
                             "or that section does not exist")
     fires, quiet = set(), set()
     for path in sorted(glob.glob(TESTS)):
+        problems.extend(eval_order_problems(path, load(path)))
         for test in load(path)["tests"]:
             for case in test.get("alert_rule_test", []):
                 (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
