@@ -1206,9 +1206,13 @@ fn main() -> ExitCode {
     }
 
     // ---- Print.
-    println!("\n## In process: throughput and latency (load generator in the bench process, sharing the cores; informational)\n");
-    report.rows.sort_by(|a, b| a.0.cmp(&b.0));
-    print_table(&report.rows);
+    if !report.rows.is_empty() {
+        println!(
+            "\n## In process: throughput and latency (load generator in the bench process, sharing the cores; informational)\n"
+        );
+        report.rows.sort_by(|a, b| a.0.cmp(&b.0));
+        print_table(&report.rows);
+    }
     if !alloc_lines.is_empty() {
         println!(
             "\n## Allocations per call ({} sequential calls for hits, a quarter of that for misses; all threads of the process, split by role)\n",
@@ -1260,7 +1264,9 @@ fn main() -> ExitCode {
             );
         }
     }
-    println!("\n## Goals (ratios against baselines measured in this run; the exit status only reflects functional failures)\n");
+    println!(
+        "\n## Goals (ratios against baselines measured in this run; the exit status only reflects functional failures)\n"
+    );
     for (what, measured, flag) in &report.goals {
         println!("- {:<8} {what}: {measured}", met(*flag));
     }
@@ -1521,6 +1527,7 @@ fn bare_serve(args: &[String]) -> Option<ExitCode> {
     };
     let addr: SocketAddr = value("--bare-serve")?.parse().ok()?;
     let upstream = value("--bare-upstream")?;
+    wnology_gateway::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1628,7 +1635,11 @@ fn pinned_scenarios(
     let sandbox = spawn(
         "1",
         binary,
-        &["sandbox".into(), "--listen".into(), sandbox_addr.to_string()],
+        &[
+            "sandbox".into(),
+            "--listen".into(),
+            sandbox_addr.to_string(),
+        ],
         &[],
         sandbox_addr,
         dir.join("sandbox.log"),
@@ -1639,7 +1650,10 @@ fn pinned_scenarios(
     let bare = spawn(
         "0",
         &this,
-        &[format!("--bare-serve={bare_addr}"), format!("--bare-upstream={url}")],
+        &[
+            format!("--bare-serve={bare_addr}"),
+            format!("--bare-upstream={url}"),
+        ],
         &[],
         bare_addr,
         dir.join("bare.log"),
@@ -1648,17 +1662,33 @@ fn pinned_scenarios(
     let otlp_env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}")),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
-        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_string()),
+        (
+            "OTEL_TRACES_SAMPLER",
+            "parentbased_traceidratio".to_string(),
+        ),
         ("OTEL_TRACES_SAMPLER_ARG", "0.01".to_string()),
     ];
     let defaults = gateway(&url, &[], &[], dir, "gateway-defaults")?;
-    let no_log = gateway(&url, &["--access-log", "false"], &[], dir, "gateway-no-access-log")?;
+    let no_log = gateway(
+        &url,
+        &["--access-log", "false"],
+        &[],
+        dir,
+        "gateway-no-access-log",
+    )?;
     let otlp = gateway(&url, &[], &otlp_env, dir, "gateway-otlp")?;
     for gw in [&defaults, &no_log, &otlp] {
         pinned::check_call(rt, gw.addr, authorization, request, false, Some("miss"))?;
         pinned::check_call(rt, gw.addr, authorization, request, false, Some("hit"))?;
     }
-    pinned::check_call(rt, defaults.addr, authorization, request, true, Some("bypass"))?;
+    pinned::check_call(
+        rt,
+        defaults.addr,
+        authorization,
+        request,
+        true,
+        Some("bypass"),
+    )?;
     pinned::check_call(rt, bare.addr, authorization, request, false, None)?;
 
     let grpc = |addr: SocketAddr, no_store: bool| {
@@ -1699,12 +1729,60 @@ fn pinned_scenarios(
         streams: m,
     };
     let loaded = [
-        scenario(format!("P1. bare tonic, {in_flight} in flight"), grpc(bare.addr, false), &bare, None, false, c, m),
-        scenario(format!("P2. hit, default flags (access log on), {in_flight} in flight"), grpc(defaults.addr, false), &defaults, None, false, c, m),
-        scenario(format!("P3. hit, --access-log false, {in_flight} in flight"), grpc(no_log.addr, false), &no_log, None, false, c, m),
-        scenario(format!("P4. hit, OTLP export, 1 % sampled, {in_flight} in flight"), grpc(otlp.addr, false), &otlp, None, false, c, m),
-        scenario(format!("P5. miss (no-store), defaults, {in_flight} in flight"), grpc(defaults.addr, true), &defaults, Some(&sandbox), false, c, m),
-        scenario(format!("P6. direct REST to the sandbox, {REST_CONNECTIONS} connections"), rest.clone(), &sandbox, None, true, REST_CONNECTIONS, 1),
+        scenario(
+            format!("P1. bare tonic, {in_flight} in flight"),
+            grpc(bare.addr, false),
+            &bare,
+            None,
+            false,
+            c,
+            m,
+        ),
+        scenario(
+            format!("P2. hit, default flags (access log on), {in_flight} in flight"),
+            grpc(defaults.addr, false),
+            &defaults,
+            None,
+            false,
+            c,
+            m,
+        ),
+        scenario(
+            format!("P3. hit, --access-log false, {in_flight} in flight"),
+            grpc(no_log.addr, false),
+            &no_log,
+            None,
+            false,
+            c,
+            m,
+        ),
+        scenario(
+            format!("P4. hit, OTLP export, 1 % sampled, {in_flight} in flight"),
+            grpc(otlp.addr, false),
+            &otlp,
+            None,
+            false,
+            c,
+            m,
+        ),
+        scenario(
+            format!("P5. miss (no-store), defaults, {in_flight} in flight"),
+            grpc(defaults.addr, true),
+            &defaults,
+            Some(&sandbox),
+            false,
+            c,
+            m,
+        ),
+        scenario(
+            format!("P6. direct REST to the sandbox, {REST_CONNECTIONS} connections"),
+            rest.clone(),
+            &sandbox,
+            None,
+            true,
+            REST_CONNECTIONS,
+            1,
+        ),
     ];
     let metrics_before: Vec<String> = [&defaults, &no_log, &otlp]
         .iter()
@@ -1715,26 +1793,56 @@ fn pinned_scenarios(
     let mut rows = pinned::interleaved(&loaded, options.rounds, options.slice, dir)?;
     let spans_exported = spans() - spans_before;
     let latency = [
-        scenario("P7. direct REST to the sandbox, 1 in flight".into(), rest, &sandbox, None, false, 1, 1),
-        scenario("P8. miss (no-store), defaults, 1 in flight".into(), grpc(defaults.addr, true), &defaults, Some(&sandbox), false, 1, 1),
+        scenario(
+            "P7. direct REST to the sandbox, 1 in flight".into(),
+            rest,
+            &sandbox,
+            None,
+            false,
+            1,
+            1,
+        ),
+        scenario(
+            "P8. miss (no-store), defaults, 1 in flight".into(),
+            grpc(defaults.addr, true),
+            &defaults,
+            Some(&sandbox),
+            false,
+            1,
+            1,
+        ),
     ];
-    rows.extend(pinned::interleaved(&latency, options.rounds, options.latency_slice, dir)?);
+    rows.extend(pinned::interleaved(
+        &latency,
+        options.rounds,
+        options.latency_slice,
+        dir,
+    )?);
 
     // Functional checks: every call answered, every RPC OK, the sampled share exported.
     for row in &rows {
         if row.failed > 0 || row.requests == 0 {
-            report.failures.push(format!("{}: {} of {} requests failed", row.name, row.failed, row.requests + row.failed));
+            report.failures.push(format!(
+                "{}: {} of {} requests failed",
+                row.name,
+                row.failed,
+                row.requests + row.failed
+            ));
         }
     }
     let names = ["defaults", "--access-log false", "OTLP"];
     let mut dropped = 0.0;
     for (i, gw) in [&defaults, &no_log, &otlp].into_iter().enumerate() {
         let after = pinned::metrics(rt, gw);
-        let count = |text: &str, labels: &[&str]| metric_value(text, "wnology_gateway_rpc_requests_total", labels);
+        let count = |text: &str, labels: &[&str]| {
+            metric_value(text, "wnology_gateway_rpc_requests_total", labels)
+        };
         let not_ok = (count(&after, &[]) - count(&after, &["code=\"OK\""]))
             - (count(&metrics_before[i], &[]) - count(&metrics_before[i], &["code=\"OK\""]));
         if not_ok > 0.0 {
-            report.failures.push(format!("gateway ({}): {not_ok} RPCs were not OK", names[i]));
+            report
+                .failures
+                .push(format!("gateway ({}): {not_ok} RPCs were not OK", names[i]));
         }
         if i == 0 {
             dropped = after
@@ -1746,14 +1854,21 @@ fn pinned_scenarios(
     }
     let otlp_hits = rows[3].requests as f64;
     if otlp_hits > 10_000.0 && spans_exported == 0 {
-        report.failures.push("OTLP gateway: no span exported at 1 % sampling".into());
+        report
+            .failures
+            .push("OTLP gateway: no span exported at 1 % sampling".into());
     }
     let access_lines = std::fs::read_to_string(&defaults.log)
-        .map(|log| log.matches("\"target\":\"wnology_gateway::access\"").count())
+        .map(|log| {
+            log.matches("\"target\":\"wnology_gateway::access\"")
+                .count()
+        })
         .unwrap_or(0);
     drop((defaults, no_log, otlp, bare, sandbox));
 
-    println!("## Pinned: the servers as child processes on core 0, h2load on core 1 (interleaved rounds merged)\n");
+    println!(
+        "## Pinned: the servers as child processes on core 0, h2load on core 1 (interleaved rounds merged)\n"
+    );
     pinned::print_rows(&rows, tick);
     report.notes.push(format!(
         "\nPinned phase: {} rounds of {:.0} s per loaded scenario, {:.0} s per 1-in-flight scenario; h2load -c {c} -m {m} for gRPC (-c {REST_CONNECTIONS} --h1 for REST); \
@@ -1769,22 +1884,42 @@ fn pinned_scenarios(
     let ratio = |i: usize| rows[i].rps() / rows[0].rps().max(1e-9);
     report.goal(
         "hit throughput >= 0.85x bare tonic, default flags (access log on)",
-        format!("{:.3}x ({:.0} / {:.0} req/s)", ratio(1), rows[1].rps(), rows[0].rps()),
+        format!(
+            "{:.3}x ({:.0} / {:.0} req/s)",
+            ratio(1),
+            rows[1].rps(),
+            rows[0].rps()
+        ),
         Some(ratio(1) >= 0.85),
     );
     report.goal(
         "CPU per hit <= 1.15x bare tonic, default flags",
-        format!("{:.3}x ({:.2} / {:.2} µs)", server(1) / server(0), server(1), server(0)),
+        format!(
+            "{:.3}x ({:.2} / {:.2} µs)",
+            server(1) / server(0),
+            server(1),
+            server(0)
+        ),
         Some(server(1) / server(0) <= 1.15),
     );
     report.goal(
         "hit throughput >= 0.9x bare tonic, --access-log false",
-        format!("{:.3}x ({:.0} req/s; {:.2} µs CPU per hit)", ratio(2), rows[2].rps(), server(2)),
+        format!(
+            "{:.3}x ({:.0} req/s; {:.2} µs CPU per hit)",
+            ratio(2),
+            rows[2].rps(),
+            server(2)
+        ),
         Some(ratio(2) >= 0.9),
     );
     report.goal(
         "hit throughput >= 0.8x bare tonic, OTLP export at 1 % sampling",
-        format!("{:.3}x ({:.0} req/s; {:.2} µs CPU per hit)", ratio(3), rows[3].rps(), server(3)),
+        format!(
+            "{:.3}x ({:.0} req/s; {:.2} µs CPU per hit)",
+            ratio(3),
+            rows[3].rps(),
+            server(3)
+        ),
         Some(ratio(3) >= 0.8),
     );
     let own = server(4);

@@ -11,6 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use http::HeaderValue;
+use opentelemetry::trace::FutureExt as _;
 use prost_reflect::{DynamicMessage, Kind};
 use serde::Serialize;
 use serde_json::Value;
@@ -19,7 +20,6 @@ use tonic::{
     metadata::{AsciiMetadataValue, MetadataMap},
 };
 use tracing::{Instrument, field::Empty};
-use opentelemetry::trace::FutureExt as _;
 
 use crate::{
     cache::{

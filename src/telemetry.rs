@@ -31,8 +31,7 @@ use opentelemetry::{
     Context, KeyValue,
     propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator},
     trace::{
-        Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId,
-        TracerProvider as _,
+        Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TracerProvider as _,
     },
 };
 use opentelemetry_http::HeaderInjector;
@@ -42,8 +41,8 @@ use opentelemetry_sdk::{
     propagation::{BaggagePropagator, TraceContextPropagator},
     runtime::Tokio,
     trace::{
-        IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, SdkTracerProvider,
-        ShouldSample,
+        IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult,
+        SdkTracerProvider, ShouldSample,
     },
 };
 use tonic::metadata::{KeyRef, MetadataMap};
@@ -124,14 +123,8 @@ impl ServerTrace {
         } else {
             RandomIdGenerator::default().new_trace_id()
         };
-        let result = sampler.should_sample(
-            Some(&parent),
-            trace_id,
-            &name,
-            &SpanKind::Server,
-            &[],
-            &[],
-        );
+        let result =
+            sampler.should_sample(Some(&parent), trace_id, &name, &SpanKind::Server, &[], &[]);
         if result.decision == SamplingDecision::RecordAndSample {
             return ServerTrace::Sampled {
                 parent,
@@ -193,14 +186,10 @@ impl ShouldSample for Predecided {
                 attributes: Vec::new(),
                 trace_state: parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
             },
-            None => self.0.should_sample(
-                parent_context,
-                trace_id,
-                name,
-                span_kind,
-                attributes,
-                links,
-            ),
+            None => {
+                self.0
+                    .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+            }
         }
     }
 }
@@ -531,7 +520,8 @@ impl Telemetry {
         let mut layers = vec![log_layer(json, writer.clone(), filter.and(not_access))];
         let mut guard = None;
         if options.access_log {
-            let (sink, worker, dropped) = non_blocking_sink(writer, options.access_log_buffer_lines);
+            let (sink, worker, dropped) =
+                non_blocking_sink(writer, options.access_log_buffer_lines);
             let _ = ACCESS_DROPPED.set(dropped);
             let only_access = filter_fn(|metadata| metadata.target() == ACCESS_TARGET);
             layers.push(log_layer(json, sink, log_filter(env)?.and(only_access)));
@@ -851,6 +841,65 @@ mod tests {
                 ("OTEL_TRACES_SAMPLER_ARG", "2")
             ]))
             .is_err()
+        );
+    }
+
+    #[test]
+    fn json_logs_without_export_create_no_span_and_keep_events() {
+        let not_access = filter_fn(|metadata| metadata.target() != ACCESS_TARGET);
+        let filter = log_filter(&env(&[])).unwrap().and(not_access);
+        let layers = vec![log_layer(true, std::io::sink, filter)];
+        let subscriber = tracing_subscriber::registry().with(layers);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", "rpc.method" = "x");
+            assert!(span.is_disabled(), "a span nobody records is not created");
+            assert!(tracing::event_enabled!(tracing::Level::INFO));
+        });
+    }
+
+    #[test]
+    fn an_unsampled_context_keeps_the_callers_trace_and_is_not_sampled() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        let parent = extract_context(&metadata);
+        let caller = parent.span().span_context().clone();
+        assert!(caller.is_valid() && caller.is_remote() && caller.is_sampled());
+        // The SDK's sampler follows the decision taken before the span existed.
+        let sampler = Predecided(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+        let server = sampler.should_sample(
+            Some(&parent),
+            caller.trace_id(),
+            "rpc",
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        assert_eq!(server.decision, SamplingDecision::RecordAndSample);
+        let unsampled = SpanContext::new(
+            caller.trace_id(),
+            RandomIdGenerator::default().new_span_id(),
+            TraceFlags::default(),
+            false,
+            caller.trace_state().clone(),
+        );
+        let context = parent.with_remote_span_context(unsampled);
+        let client = sampler.should_sample(
+            Some(&context),
+            caller.trace_id(),
+            "GET /me",
+            &SpanKind::Client,
+            &[],
+            &[],
+        );
+        assert_eq!(
+            client.decision,
+            SamplingDecision::Drop,
+            "children of an unsampled call are dropped"
         );
     }
 

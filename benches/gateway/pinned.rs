@@ -77,11 +77,17 @@ impl Proc {
 
     /// utime + stime of the process (all its threads, live and gone), in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         // Fields after the command name, which is in parentheses and may hold spaces.
         let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
         field(11) + field(12)
     }
@@ -155,7 +161,10 @@ pub fn spawn(
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline || proc.child.try_wait().ok().flatten().is_some() {
             let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
-            return Err(format!("{} did not listen on {addr}; its output:\n{log}", program.display()));
+            return Err(format!(
+                "{} did not listen on {addr}; its output:\n{log}",
+                program.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -182,7 +191,14 @@ pub fn gateway(
     ];
     all.extend(args.iter().map(|a| a.to_string()));
     let binary = Path::new(env!("CARGO_BIN_EXE_wnology-gateway"));
-    let mut proc = spawn("0", binary, &all, env, addr, dir.join(format!("{name}.log")))?;
+    let mut proc = spawn(
+        "0",
+        binary,
+        &all,
+        env,
+        addr,
+        dir.join(format!("{name}.log")),
+    )?;
     proc.admin = Some(admin);
     Ok(proc)
 }
@@ -210,7 +226,12 @@ fn children_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(13) + field(14)
 }
 
@@ -225,7 +246,10 @@ fn h2load(
     command
         .args(["-c", "1", "h2load"])
         .args(["-c", &connections.to_string(), "-m", &streams.to_string()])
-        .args(["-D", &format!("{:.0}", duration.as_secs_f64().ceil().max(1.0))])
+        .args([
+            "-D",
+            &format!("{:.0}", duration.as_secs_f64().ceil().max(1.0)),
+        ])
         .arg(format!("--log-file={}", log.display()));
     if target.h1 {
         command.arg("--h1");
@@ -251,7 +275,8 @@ fn h2load(
     };
     let succeeded = number("requests:", " total").and_then(|_| {
         let line = text.lines().find(|l| l.starts_with("requests:"))?;
-        line.split(',').find_map(|part| part.trim().strip_suffix(" succeeded")?.parse::<f64>().ok())
+        line.split(',')
+            .find_map(|part| part.trim().strip_suffix(" succeeded")?.parse::<f64>().ok())
     });
     let Some(succeeded) = succeeded else {
         return Err(format!(
@@ -335,7 +360,11 @@ pub fn interleaved(
     Ok(rows)
 }
 
-fn measure(scenario: &Scenario<'_>, slice: Duration, dir: &Path) -> Result<(H2Run, u64, u64), String> {
+fn measure(
+    scenario: &Scenario<'_>,
+    slice: Duration,
+    dir: &Path,
+) -> Result<(H2Run, u64, u64), String> {
     if scenario.repin {
         scenario.server.pin("0")?;
     }
@@ -351,11 +380,18 @@ fn measure(scenario: &Scenario<'_>, slice: Duration, dir: &Path) -> Result<(H2Ru
         &dir.join("h2load-requests.log"),
     );
     let server = scenario.server.cpu_ticks().saturating_sub(server0);
-    let upstream = scenario.upstream.map_or(0, Proc::cpu_ticks).saturating_sub(upstream0);
+    let upstream = scenario
+        .upstream
+        .map_or(0, Proc::cpu_ticks)
+        .saturating_sub(upstream0);
     if scenario.repin {
         scenario.server.pin("1")?;
     }
-    Ok((run.map_err(|e| format!("{}: {e}", scenario.name))?, server, upstream))
+    Ok((
+        run.map_err(|e| format!("{}: {e}", scenario.name))?,
+        server,
+        upstream,
+    ))
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
@@ -364,7 +400,12 @@ pub fn tick_us() -> f64 {
         .arg("CLK_TCK")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(100.0);
     1e6 / ticks
 }
@@ -373,16 +414,25 @@ pub fn tick_us() -> f64 {
 pub fn print_rows(rows: &[Row], tick_us: f64) {
     println!(
         "| {:<52} | {:>8} | {:>7} | {:>7} | {:>8} | {:>13} | {:>15} | {:>9} | {:>8} | {:>6} |",
-        "scenario", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "server µs/req", "upstream µs/req", "generator", "requests", "failed"
+        "scenario",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "server µs/req",
+        "upstream µs/req",
+        "generator",
+        "requests",
+        "failed"
     );
     println!(
         "|{:-<54}|{:->10}|{:->9}|{:->9}|{:->10}|{:->15}|{:->17}|{:->11}|{:->10}|{:->8}|",
         "", "", "", "", "", "", "", "", "", ""
     );
     for row in rows {
-        let upstream = row
-            .upstream_ticks
-            .map_or("–".to_string(), |t| format!("{:.1}", row.per_request(t, tick_us)));
+        let upstream = row.upstream_ticks.map_or("–".to_string(), |t| {
+            format!("{:.1}", row.per_request(t, tick_us))
+        });
         println!(
             "| {:<52} | {:>8.0} | {:>7.0} | {:>7.0} | {:>8.0} | {:>13.2} | {:>15} | {:>8.0} % | {:>8} | {:>6} |",
             row.name,
@@ -421,7 +471,8 @@ pub fn check_call(
             .map_err(|e| format!("connect {addr}: {e}"))?;
         let mut client = MeServiceClient::new(channel);
         let mut call = Request::new(request);
-        call.metadata_mut().insert("authorization", authorization.clone());
+        call.metadata_mut()
+            .insert("authorization", authorization.clone());
         if no_store {
             call.metadata_mut()
                 .insert("cache-control", AsciiMetadataValue::from_static("no-store"));
@@ -430,7 +481,10 @@ pub fn check_call(
             .payload_counts(call)
             .await
             .map_err(|s| format!("{addr}: {:?}: {}", s.code(), s.message()))?;
-        let got = response.metadata().get("x-cache").and_then(|v| v.to_str().ok());
+        let got = response
+            .metadata()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok());
         if got != expected {
             return Err(format!("{addr}: x-cache {got:?}, expected {expected:?}"));
         }
