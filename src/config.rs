@@ -84,6 +84,10 @@ pub struct Settings {
     /// Log format: `auto` (JSON unless stdout is a terminal), `json` or `text`.
     #[arg(long, value_enum, default_value = "auto")]
     pub log_format: crate::telemetry::LogFormat,
+    /// The access log: one line per RPC (target `wnology_gateway::access`), written off the
+    /// request path; lines stdout cannot take in time are dropped and counted.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
     /// Base URL of the upstream REST API (`https://api.losant.com` is the same API).
     #[arg(long, default_value = "https://api.app.wnology.io")]
     pub upstream_url: String,
