@@ -1,5 +1,6 @@
 //! The gRPC server: the three services (behind load shedding), health and reflection on one
-//! listener, with its limits, optional TLS and the graceful shutdown sequence.
+//! listener, with its limits, optional TLS, gRPC-Web (`crate::web`) and the graceful shutdown
+//! sequence.
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -17,6 +18,7 @@ use crate::{
         me_service_server::MeServiceServer, org_service_server::OrgServiceServer,
     },
     services::{InstanceOrgHandler, MeHandler, OrgHandler},
+    web::{WebError, WebLayer, WebOptions},
 };
 
 /// Why the server stopped with an error.
@@ -28,6 +30,9 @@ pub enum ServeError {
     /// The reflection service could not read the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC-Web settings are unusable.
+    #[error(transparent)]
+    Web(#[from] WebError),
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -66,6 +71,8 @@ pub struct ServeOptions {
     pub drain_delay: Duration,
     /// `--shutdown-grace`.
     pub shutdown_grace: Duration,
+    /// `--grpc-web`, `--cors-allowed-origins`.
+    pub web: WebOptions,
 }
 
 /// PEM files for TLS on the gRPC listener.
@@ -98,6 +105,11 @@ impl ServeOptions {
             tls,
             drain_delay: settings.drain_delay,
             shutdown_grace: settings.shutdown_grace,
+            web: WebOptions {
+                enabled: settings.grpc_web,
+                allowed_origins: settings.cors_allowed_origins.clone(),
+                max_header_bytes: settings.max_header_bytes,
+            },
         }
     }
 }
@@ -147,14 +159,14 @@ pub async fn serve_with(
             .set_service_status(service, ServingStatus::Serving)
             .await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection = || {
+        REFLECTED.iter().fold(
+            tonic_reflection::server::Builder::configure(),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let budget = ConcurrencyBudget::new(options.max_concurrency);
     let limit = options.max_request_bytes;
@@ -163,7 +175,10 @@ pub async fn serve_with(
     let instance_org =
         InstanceOrgServiceServer::new(InstanceOrgHandler(gateway)).max_decoding_message_size(limit);
 
-    let mut server = Server::builder().http2_max_header_list_size(options.max_header_bytes);
+    let web = WebLayer::new(&options.web)?;
+    let mut server = Server::builder()
+        .http2_max_header_list_size(options.max_header_bytes)
+        .accept_http1(web.enabled());
     if !options.max_connection_age.is_zero() {
         // No `max_connection_age_grace`: in tonic 0.14 it replaces the GOAWAY at the age with a
         // hard cut at age + grace, failing the calls in flight.
@@ -193,6 +208,7 @@ pub async fn serve_with(
         }
     };
     let serving = server
+        .layer(web)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -213,6 +229,17 @@ pub async fn serve_with(
     }
     Ok(())
 }
+
+/// The descriptor sets reflection serves: the contract, health, both reflection versions (each
+/// version otherwise lists only itself, and grpcurl asks v1alpha), and `google.rpc.Status` with
+/// the error details, so that tools decode `grpc-status-details-bin`.
+const REFLECTED: [&[u8]; 5] = [
+    proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    proto::GOOGLE_RPC_DESCRIPTOR_SET,
+];
 
 /// The names the health service reports: overall and each gateway service.
 const SERVED: [&str; 4] = [
