@@ -75,12 +75,15 @@ pub fn parse_origin(text: &str) -> Result<String, WebError> {
         return Ok(text.to_string());
     }
     let invalid = || WebError::NotAnOrigin(text.to_string());
+    // `Uri` reads `https://x` and `https://x/` alike, so the path is checked on the text.
+    let bare = text
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.contains(['/', '?', '#', '@']));
     let uri: Uri = text.parse().map_err(|_| invalid())?;
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+    let (Some(scheme), Some(authority), true) = (uri.scheme_str(), uri.authority(), bare) else {
         return Err(invalid());
     };
-    let bare = uri.path_and_query().is_none_or(|p| p.as_str().is_empty());
-    if !matches!(scheme, "http" | "https") || !bare || authority.as_str().contains('@') {
+    if !matches!(scheme, "http" | "https") {
         return Err(invalid());
     }
     let host = authority.host().to_ascii_lowercase();
