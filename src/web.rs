@@ -8,11 +8,14 @@
 //! HTTP/2 the server's `SETTINGS_MAX_HEADER_LIST_SIZE` does that). Inside, the services see an
 //! ordinary gRPC call, so auth passthrough, the cache, limits, the deny list, load shedding,
 //! tracing, metrics and the access log apply to gRPC-Web calls unchanged.
+//!
+//! [`WebService`] sends plain gRPC calls (HTTP/2, no `Origin`, not gRPC-Web) around these
+//! layers: they would only re-box the bodies and add CORS headers no gRPC client reads.
 
 use std::{
     collections::HashMap,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready as ready_poll},
     time::Duration,
 };
 
@@ -176,19 +179,67 @@ impl WebLayer {
     }
 }
 
-impl<S> Layer<S> for WebLayer {
-    type Service = Either<Cors<GrpcWebService<Guarded<S>>>, S>;
+impl<S: Clone> Layer<S> for WebLayer {
+    type Service = Either<WebService<S>, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         match &self.0 {
             Some((cors, policy)) => {
                 let guarded = Guarded {
-                    inner,
+                    inner: inner.clone(),
                     policy: Arc::clone(policy),
                 };
-                Either::Left(cors.layer(GrpcWebLayer::new().layer(guarded)))
+                Either::Left(WebService {
+                    web: cors.layer(GrpcWebLayer::new().layer(guarded)),
+                    plain: inner,
+                })
             }
             None => Either::Right(inner),
+        }
+    }
+}
+
+/// Steers browser and gRPC-Web requests through CORS, tonic-web and the [`Policy`], and plain
+/// gRPC calls straight to the services.
+#[derive(Debug, Clone)]
+pub struct WebService<S> {
+    web: Cors<GrpcWebService<Guarded<S>>>,
+    plain: S,
+}
+
+/// Whether `request` needs the web layers: anything on HTTP/1.x (tonic-web answers what is not
+/// gRPC-Web there), preflights, requests from a page (`Origin`) and gRPC-Web content types.
+fn needs_web_layers<B>(request: &Request<B>) -> bool {
+    request.version() < Version::HTTP_2
+        || request.method() == Method::OPTIONS
+        || request.headers().contains_key(header::ORIGIN)
+        || request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web"))
+}
+
+impl<S> Service<Request<Body>> for WebService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = EitherFuture<
+        <Cors<GrpcWebService<Guarded<S>>> as Service<Request<Body>>>::Future,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        ready_poll!(Service::<Request<Body>>::poll_ready(&mut self.web, cx))?;
+        self.plain.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if needs_web_layers(&request) {
+            EitherFuture::Left(self.web.call(request))
+        } else {
+            EitherFuture::Right(self.plain.call(request))
         }
     }
 }

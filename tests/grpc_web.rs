@@ -478,6 +478,14 @@ async fn cache_and_metrics_apply_to_grpc_web_calls() {
             .unwrap(),
         "hit"
     );
+    // Plain gRPC goes around the web layers: no CORS headers on its answers.
+    assert!(response.metadata().get("vary").is_none());
+    assert!(
+        response
+            .metadata()
+            .get("access-control-expose-headers")
+            .is_none()
+    );
 
     let metrics = gateway.gateway.metrics().encode();
     assert!(
@@ -665,6 +673,17 @@ async fn calls_from_origins_not_allowed_are_refused_before_the_upstream() {
             assert_eq!(info.reason, "ORIGIN_NOT_ALLOWED");
         }
     }
+    // A plain gRPC call that carries a disallowed `Origin` is refused the same way.
+    let gateway = TestGateway::start_with(settings(&upstream, &[ALLOWED])).await;
+    let mut request = authed(proto::OrgGetRequest {
+        org_id: id(4),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("origin", OTHER.parse().unwrap());
+    let refused = gateway.org().await.get(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert_eq!(upstream.count(), 0);
 
     // `*`: any origin, still without credentials.
