@@ -171,6 +171,15 @@ pub struct Settings {
     /// After the drain delay: how long calls in flight may take to finish before the gateway exits.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Serve gRPC-Web (`application/grpc-web`, `+proto`, `-text`) for browsers on the gRPC port,
+    /// over HTTP/1.1 and HTTP/2; `false` serves gRPC over HTTP/2 only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub grpc_web: bool,
+    /// Origins whose pages may call through gRPC-Web (CORS), comma-separated
+    /// (`https://dash.example.com`), or `*` for any (never with credentials: the token travels in
+    /// `authorization`); a call from another `Origin` is refused. None by default.
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set, value_parser = crate::web::parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
     /// Run the embedded sandbox upstream on a loopback port and use it instead of `--upstream-url`.
     #[cfg(feature = "sandbox")]
     #[arg(long)]
