@@ -12,8 +12,8 @@ use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::Notify};
 use tonic::service::Routes;
-use tower::Layer;
 use tonic_health::ServingStatus;
+use tower::Layer;
 
 use crate::{
     config::Settings,
@@ -231,7 +231,13 @@ pub async fn serve_with(
             drained.notify_one();
         }
     };
-    let serving = connection::serve(listener, tls, web.layer(routes), options.connections.clone(), stop);
+    let serving = connection::serve(
+        listener,
+        tls,
+        web.layer(routes),
+        options.connections.clone(),
+        stop,
+    );
     tokio::pin!(serving);
     tokio::select! {
         () = &mut serving => {}
