@@ -8,11 +8,22 @@
 //! `crate::reply::ReplyCodec`. Clients are the usual prost ones: the wire is the same.
 //!
 //! protoc comes from `protoc-bin-vendored`, so a fresh machine needs no system protoc.
+//!
+//! A second descriptor set, of the vendored `proto/google/rpc` files (`google.rpc.Status` and
+//! the error details), is only served by reflection, so that tools decode the details; their
+//! Rust types are tonic-types', so no code is generated for them.
 
-use std::{env, error::Error, path::Path, path::PathBuf};
+use std::{env, error::Error, path::Path, path::PathBuf, process::Command};
 
 use prost::Message;
 use prost_types::{FileDescriptorSet, ServiceDescriptorProto, SourceCodeInfo};
+
+/// The vendored googleapis files that reflection serves beside the contract (see
+/// `proto/google/rpc/README.md`).
+const GOOGLE_RPC_PROTOS: [&str; 2] = [
+    "proto/google/rpc/status.proto",
+    "proto/google/rpc/error_details.proto",
+];
 
 const PROTOS: [&str; 5] = [
     "proto/wnology/v1/common.proto",
@@ -27,6 +38,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let descriptor_path = out_dir.join("wnology_descriptor.bin");
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let well_known = protoc_bin_vendored::include_path()?;
+
+    google_rpc_descriptors(
+        &protoc,
+        &well_known,
+        &out_dir.join("google_rpc_descriptor.bin"),
+    )?;
 
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
@@ -55,6 +72,28 @@ fn main() -> Result<(), Box<dyn Error>> {
     generate_servers(&descriptors, &out_dir)?;
 
     println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}
+
+/// Writes the descriptor set of `GOOGLE_RPC_PROTOS` and their imports (`any.proto`,
+/// `duration.proto`) to `out`, under their canonical names (`google/rpc/status.proto`).
+fn google_rpc_descriptors(
+    protoc: &Path,
+    well_known: &Path,
+    out: &Path,
+) -> Result<(), Box<dyn Error>> {
+    let status = Command::new(protoc)
+        .arg("--include_imports")
+        .arg(format!("--descriptor_set_out={}", out.display()))
+        .arg("-I")
+        .arg("proto")
+        .arg("-I")
+        .arg(well_known)
+        .args(GOOGLE_RPC_PROTOS)
+        .status()?;
+    if !status.success() {
+        return Err(format!("protoc failed on {GOOGLE_RPC_PROTOS:?}: {status}").into());
+    }
     Ok(())
 }
 

@@ -84,6 +84,10 @@ pub struct Settings {
     /// Log format: `auto` (JSON unless stdout is a terminal), `json` or `text`.
     #[arg(long, value_enum, default_value = "auto")]
     pub log_format: crate::telemetry::LogFormat,
+    /// The access log: one line per RPC (target `wnology_gateway::access`), written off the
+    /// request path; lines stdout cannot take in time are dropped and counted.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
     /// Base URL of the upstream REST API (`https://api.losant.com` is the same API).
     #[arg(long, default_value = "https://api.app.wnology.io")]
     pub upstream_url: String,
@@ -167,6 +171,15 @@ pub struct Settings {
     /// After the drain delay: how long calls in flight may take to finish before the gateway exits.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Serve gRPC-Web (`application/grpc-web`, `+proto`, `-text`) for browsers on the gRPC port,
+    /// over HTTP/1.1 and HTTP/2; `false` serves gRPC over HTTP/2 only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub grpc_web: bool,
+    /// Origins whose pages may call through gRPC-Web (CORS), comma-separated
+    /// (`https://dash.example.com`), or `*` for any (never with credentials: the token travels in
+    /// `authorization`); a call from another `Origin` is refused. None by default.
+    #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set, value_parser = crate::web::parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
     /// Run the embedded sandbox upstream on a loopback port and use it instead of `--upstream-url`.
     #[cfg(feature = "sandbox")]
     #[arg(long)]

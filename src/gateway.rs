@@ -12,6 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use http::HeaderValue;
+use opentelemetry::trace::FutureExt as _;
 use prost_reflect::{DynamicMessage, Kind};
 use serde::Serialize;
 use serde_json::Value;
@@ -20,7 +21,6 @@ use tonic::{
     metadata::{AsciiMetadataValue, MetadataMap},
 };
 use tracing::{Instrument, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     cache::{
@@ -158,45 +158,37 @@ impl Gateway {
         let started = Instant::now();
         let (metadata, _, message) = request.into_parts();
         let request_id = RequestId::from_metadata(&metadata);
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = %route.full_method(),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            "rpc.system.name" = "grpc",
-            "rpc.method" = %route.full_method(),
-            "rpc.response.status_code" = Empty,
-            "wnology.cache.result" = Empty,
-            "wnology.request_id" = %request_id,
-        );
-        if telemetry::exporting() {
-            let _ = span.set_parent(telemetry::extract_context(&metadata));
-        }
+        // A span only when it is exported and sampled: an unsampled call (and every call with
+        // export off) creates none, and runs in a context that still carries the trace.
+        let trace = telemetry::ServerTrace::decide(&metadata, route.full_method());
+        let span = match trace {
+            telemetry::ServerTrace::Sampled { .. } => server_span(route, &request_id),
+            _ => tracing::Span::none(),
+        };
         let in_flight = self.inner.metrics.in_flight();
-        let result = self
+        let parts = self
             .call_parts::<Req, Resp>(route, &metadata, &message)
-            .instrument(span.clone())
-            .await;
+            .instrument(span.clone());
+        let result = match trace {
+            telemetry::ServerTrace::Sampled { parent, trace_id } => {
+                telemetry::ServerTrace::adopt(parent, trace_id, &span);
+                parts.await
+            }
+            telemetry::ServerTrace::Unsampled(context) => parts.with_context(context).await,
+            telemetry::ServerTrace::Off => parts.await,
+        };
         drop(in_flight);
 
         let elapsed = started.elapsed();
         let code = result
             .as_ref()
             .map_or_else(|error| error.code(), |_| Code::Ok);
-        span.record("rpc.response.status_code", code_name(code));
-        if is_server_error(code) {
-            span.record("otel.status_code", "ERROR");
-            if let Err(error) = &result {
-                span.record("otel.status_description", tracing::field::display(error));
-            }
-        }
         let (cache, upstream_status) = match &result {
             Ok(answer) => (answer.cache, answer.upstream_status),
             Err(error) => (None, error.upstream_status()),
         };
-        if let Some(cache) = cache {
-            span.record("wnology.cache.result", cache.as_str());
+        if !span.is_disabled() {
+            record_outcome(&span, code, &result, cache);
         }
         self.inner.metrics.rpc(
             RpcLabels {
@@ -300,7 +292,8 @@ impl Gateway {
             // A load may run detached, for several callers: it stays in the span of the call
             // that started it.
             let span = tracing::Span::current();
-            async move { load::<Resp>(&inner, route, &request, &authorization, &trace, timeout).await }.instrument(span)
+            let context = opentelemetry::Context::current();
+            async move { load::<Resp>(&inner, route, &request, &authorization, &trace, timeout).await }.instrument(span).with_context(context)
         };
 
         let (Some(ttl), Some(key)) = (ttl, key) else {
@@ -446,6 +439,41 @@ async fn load<Resp: UpstreamJson + Send + Sync + 'static>(
         answer: Encoded::encode(&message).into_bytes(),
         upstream_status: response.status,
     })
+}
+
+/// The server span of a sampled RPC; its outcome is recorded by [`record_outcome`].
+fn server_span(route: &'static Route, request_id: &RequestId) -> tracing::Span {
+    tracing::info_span!(
+        "rpc",
+        otel.name = %route.full_method(),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+        "rpc.system.name" = "grpc",
+        "rpc.method" = %route.full_method(),
+        "rpc.response.status_code" = Empty,
+        "wnology.cache.result" = Empty,
+        "wnology.request_id" = %request_id,
+    )
+}
+
+/// Records the RPC's status (an error status for server errors) and cache outcome on its span.
+fn record_outcome(
+    span: &tracing::Span,
+    code: Code,
+    result: &Result<Answer, Arc<GatewayError>>,
+    cache: Option<Outcome>,
+) {
+    span.record("rpc.response.status_code", code_name(code));
+    if is_server_error(code) {
+        span.record("otel.status_code", "ERROR");
+        if let Err(error) = result {
+            span.record("otel.status_description", tracing::field::display(error));
+        }
+    }
+    if let Some(cache) = cache {
+        span.record("wnology.cache.result", cache.as_str());
+    }
 }
 
 /// A write whose answer was lost may still have been applied: invalidate as for a success.

@@ -22,6 +22,7 @@ pub mod server;
 pub mod services;
 pub mod telemetry;
 pub mod upstream;
+pub mod web;
 
 /// Installs rustls' `ring` provider as the process default (once; later calls are no-ops).
 pub fn install_crypto_provider() {

@@ -10,7 +10,7 @@ use wnology_gateway::{
     config::{Cli, Command, ProcessEnv, Settings},
     gateway::Gateway,
     routes, server,
-    telemetry::Telemetry,
+    telemetry::{LogOptions, Telemetry},
 };
 #[cfg(feature = "sandbox")]
 use wnology_gateway::{
@@ -42,7 +42,11 @@ async fn main() -> ExitCode {
         }
         _ => {}
     }
-    let telemetry = match Telemetry::init(cli.settings.log_format, &ProcessEnv) {
+    let log_options = LogOptions {
+        access_log: cli.settings.access_log,
+        ..LogOptions::new(cli.settings.log_format)
+    };
+    let telemetry = match Telemetry::init(log_options, &ProcessEnv) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("wnology-gateway: {error}");

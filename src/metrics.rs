@@ -191,6 +191,7 @@ impl Metrics {
         let cache_figures: Arc<OnceLock<Box<dyn Fn() -> CacheFigures + Send + Sync>>> =
             Arc::default();
         registry.register_collector(Box::new(CacheCollector(Arc::clone(&cache_figures))));
+        registry.register_collector(Box::new(AccessLogCollector));
         Metrics {
             registry,
             rpcs,
@@ -356,6 +357,23 @@ impl Collector for CacheCollector {
     }
 }
 
+/// Reads the access log's dropped-line count at scrape time.
+#[derive(Debug)]
+struct AccessLogCollector;
+
+impl Collector for AccessLogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let dropped = ConstCounter::new(crate::telemetry::access_log_dropped());
+        let metric = encoder.encode_descriptor(
+            "access_log_dropped",
+            "Access-log lines dropped because the log sink (stdout) did not keep up",
+            None,
+            dropped.metric_type(),
+        )?;
+        dropped.encode(metric)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,6 +426,7 @@ mod tests {
             "wnology_gateway_cache_hits_total 7",
             "wnology_gateway_cache_coalesced_total 2",
             "wnology_gateway_cache_weighted_size_bytes 900",
+            "wnology_gateway_access_log_dropped_total 0",
             r#"wnology_gateway_build_info{version=""#,
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");

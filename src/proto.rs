@@ -14,6 +14,11 @@ include!(concat!(env!("OUT_DIR"), "/wnology.v1.serde.rs"));
 /// The encoded `FileDescriptorSet` of every `.proto` file the gateway serves.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wnology_descriptor");
 
+/// The encoded `FileDescriptorSet` of `google/rpc/status.proto` and `error_details.proto` (and
+/// their imports): served by reflection only, so that tools can decode error details.
+pub const GOOGLE_RPC_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("google_rpc_descriptor");
+
 impl PayloadStats {
     /// The count maps of every payload type, in field order.
     pub fn types(&self) -> [&std::collections::HashMap<String, f64>; 19] {

@@ -17,30 +17,42 @@
 //! upstream. With export off, the caller's trace context is passed upstream unchanged.
 
 use std::{
-    io::IsTerminal,
+    cell::Cell,
+    io::{BufWriter, IsTerminal, Write},
     str::FromStr,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        LazyLock, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
     Context, KeyValue,
-    propagation::{TextMapCompositePropagator, TextMapPropagator},
-    trace::TracerProvider as _,
+    propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator},
+    trace::{
+        Link, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceId, TracerProvider as _,
+    },
 };
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderInjector;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
     runtime::Tokio,
-    trace::{Sampler, SdkTracerProvider},
+    trace::{
+        IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult,
+        SdkTracerProvider, ShouldSample,
+    },
 };
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{KeyRef, MetadataMap};
+use tracing::level_filters::LevelFilter;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer,
-    filter::{FilterExt, filter_fn},
+    EnvFilter, Layer, Registry,
+    filter::{FilterExt, Targets, filter_fn},
+    fmt::MakeWriter,
     layer::SubscriberExt,
     util::SubscriberInitExt,
 };
@@ -59,6 +71,143 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// Whether spans are being exported (so the gateway is a hop of its own in the trace).
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// The configured sampler, consulted once per RPC before any span exists.
+static SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+thread_local! {
+    /// The trace id a sampled root server span must get: the one its sampling was decided on.
+    static PRESET_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// How an RPC is traced, decided before any span is created so that an unsampled call costs
+/// no span at all.
+#[derive(Debug)]
+pub enum ServerTrace {
+    /// Export is off: no span; the caller's trace headers go upstream unchanged.
+    Off,
+    /// Sampled: record a server span (see [`ServerTrace::adopt`]).
+    Sampled {
+        /// The caller's context (trace context and baggage).
+        parent: Context,
+        /// The new trace's id when the caller sent no trace context.
+        trace_id: Option<TraceId>,
+    },
+    /// Not sampled: no span. The call runs in this context, a non-recording span of the
+    /// caller's trace (or of a new one), so that client spans are dropped as its children and
+    /// the upstream still receives the trace context, marked not sampled.
+    Unsampled(Context),
+}
+
+/// The propagators of the caller's context: W3C trace context and baggage.
+static EXTRACTOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+});
+
+impl ServerTrace {
+    /// Reads the caller's trace context from `metadata` and asks the configured sampler about
+    /// the server span `name`.
+    pub fn decide(metadata: &MetadataMap, name: impl std::fmt::Display) -> ServerTrace {
+        let Some(sampler) = SAMPLER.get() else {
+            return ServerTrace::Off;
+        };
+        let name = name.to_string();
+        let parent = extract_context(metadata);
+        let caller = parent.span().span_context().clone();
+        let trace_id = if caller.is_valid() {
+            caller.trace_id()
+        } else {
+            RandomIdGenerator::default().new_trace_id()
+        };
+        let result =
+            sampler.should_sample(Some(&parent), trace_id, &name, &SpanKind::Server, &[], &[]);
+        if result.decision == SamplingDecision::RecordAndSample {
+            return ServerTrace::Sampled {
+                parent,
+                trace_id: (!caller.is_valid()).then_some(trace_id),
+            };
+        }
+        let unsampled = SpanContext::new(
+            trace_id,
+            RandomIdGenerator::default().new_span_id(),
+            TraceFlags::default(),
+            false,
+            result.trace_state,
+        );
+        ServerTrace::Unsampled(parent.with_remote_span_context(unsampled))
+    }
+
+    /// Makes `span` (created because the call is sampled) the server span of the decided trace:
+    /// its parent is the caller's context, and it starts now, with the trace id its sampling
+    /// was decided on.
+    pub fn adopt(parent: Context, trace_id: Option<TraceId>, span: &tracing::Span) {
+        let _ = span.set_parent(parent);
+        PRESET_TRACE_ID.with(|preset| preset.set(trace_id));
+        drop(span.context());
+        PRESET_TRACE_ID.with(|preset| preset.set(None));
+    }
+}
+
+/// The SDK's sampler: a server span exists only when [`ServerTrace::decide`] sampled it, so it
+/// is recorded; a span under a local parent follows the parent; anything else asks the
+/// configured sampler.
+#[derive(Debug, Clone)]
+struct Predecided(Sampler);
+
+impl ShouldSample for Predecided {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let parent = parent_context
+            .map(|cx| cx.span().span_context().clone())
+            .filter(SpanContext::is_valid);
+        let follow = match (span_kind, &parent) {
+            (SpanKind::Server, _) => Some(true),
+            (_, Some(parent)) if !parent.is_remote() => Some(parent.is_sampled()),
+            _ => None,
+        };
+        match follow {
+            Some(sampled) => SamplingResult {
+                decision: if sampled {
+                    SamplingDecision::RecordAndSample
+                } else {
+                    SamplingDecision::Drop
+                },
+                attributes: Vec::new(),
+                trace_state: parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
+            },
+            None => {
+                self.0
+                    .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+            }
+        }
+    }
+}
+
+/// Random ids, except for the trace id [`ServerTrace::adopt`] presets for the span it starts.
+#[derive(Debug)]
+struct PresetTraceId;
+
+impl IdGenerator for PresetTraceId {
+    fn new_trace_id(&self) -> TraceId {
+        PRESET_TRACE_ID
+            .with(Cell::take)
+            .unwrap_or_else(|| RandomIdGenerator::default().new_trace_id())
+    }
+
+    fn new_span_id(&self) -> opentelemetry::trace::SpanId {
+        RandomIdGenerator::default().new_span_id()
+    }
 }
 
 /// How logs are written.
@@ -282,74 +431,126 @@ fn parse_resource_attributes(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The target of the access log: one line per RPC.
+pub const ACCESS_TARGET: &str = "wnology_gateway::access";
+
+/// Access-log lines held in memory while the sink is slow; beyond that they are dropped and
+/// counted (`wnology_gateway_access_log_dropped_total`).
+pub const ACCESS_LOG_BUFFER_LINES: usize = 64 * 1024;
+
+/// How the logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// JSON, text, or JSON unless stdout is a terminal.
+    pub format: LogFormat,
+    /// One line per RPC (target [`ACCESS_TARGET`]), written off the request path.
+    pub access_log: bool,
+    /// Access-log lines buffered before new ones are dropped.
+    pub access_log_buffer_lines: usize,
+}
+
+impl LogOptions {
+    /// `format`, with the access log on and the default buffer.
+    pub fn new(format: LogFormat) -> LogOptions {
+        LogOptions {
+            format,
+            access_log: true,
+            access_log_buffer_lines: ACCESS_LOG_BUFFER_LINES,
+        }
+    }
+}
+
+/// Counts the access-log lines dropped because the sink did not keep up.
+static ACCESS_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Access-log lines dropped so far because the log sink (stdout) did not keep up.
+pub fn access_log_dropped() -> u64 {
+    ACCESS_DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
 /// The running telemetry; flush it before exit.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Writes what is left of the access log when dropped.
+    access_log: Option<WorkerGuard>,
 }
 
 impl Telemetry {
     /// Installs the global subscriber (logs to stdout, and traces when export is configured).
-    pub fn init(format: LogFormat, env: &dyn EnvSource) -> Result<Telemetry, TelemetryError> {
-        Telemetry::init_with_writer(format, env, std::io::stdout)
+    pub fn init(options: LogOptions, env: &dyn EnvSource) -> Result<Telemetry, TelemetryError> {
+        Telemetry::init_with(options, env, std::io::stdout)
     }
 
-    /// Installs the global subscriber, writing logs to `writer`.
+    /// Installs the global subscriber, writing logs to `writer` (access log on).
     pub fn init_with_writer<W>(
         format: LogFormat,
         env: &dyn EnvSource,
         writer: W,
     ) -> Result<Telemetry, TelemetryError>
     where
-        W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+        W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    {
+        Telemetry::init_with(LogOptions::new(format), env, writer)
+    }
+
+    /// Installs the global subscriber, writing logs to `writer`. The access log goes through a
+    /// buffer and a thread of its own, so a slow `writer` never holds up an RPC: when the
+    /// buffer is full, lines are dropped and counted.
+    pub fn init_with<W>(
+        options: LogOptions,
+        env: &dyn EnvSource,
+        writer: W,
+    ) -> Result<Telemetry, TelemetryError>
+    where
+        W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
     {
         let otlp = OtlpSettings::from_env(env)?;
         let provider = otlp.as_ref().map(tracer_provider).transpose()?;
-
-        let filter = EnvFilter::try_new(env.var("RUST_LOG").unwrap_or_else(|| "info".to_string()))?
-            .add_directive("h2=info".parse()?)
-            .add_directive("hyper=info".parse()?)
-            .add_directive("hyper_util=info".parse()?)
-            .add_directive("reqwest=info".parse()?)
-            .add_directive("tower=info".parse()?)
-            .add_directive("tonic=info".parse()?);
-        let json = match format {
+        let filter = log_filter(env)?;
+        let json = match options.format {
             LogFormat::Json => true,
             LogFormat::Text => false,
             LogFormat::Auto => !std::io::stdout().is_terminal(),
         };
-        let logs = if json {
-            // JSON lines carry no span context, so spans are kept away from this layer: it
-            // would otherwise format and store every span's fields, on every call, for
-            // nothing (about 40% of a cache hit's CPU). With OTLP export off, no layer wants
-            // spans and they are disabled outright.
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .with_writer(writer)
-                .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())))
-                .boxed()
-        } else {
-            tracing_subscriber::fmt::layer()
-                .with_writer(writer)
-                .with_filter(filter)
-                .boxed()
-        };
-        let traces = provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("wnology-gateway"))
-                .with_error_records_to_exceptions(true)
-        });
-        tracing_subscriber::registry()
-            .with(logs)
-            .with(traces)
-            .try_init()?;
-        if provider.is_some() {
+        let writer = Shared(std::sync::Arc::new(writer));
+        let not_access = filter_fn(|metadata| metadata.target() != ACCESS_TARGET);
+        let mut layers = vec![log_layer(json, writer.clone(), filter.and(not_access))];
+        let mut guard = None;
+        if options.access_log {
+            let (sink, worker, dropped) =
+                non_blocking_sink(writer, options.access_log_buffer_lines);
+            let _ = ACCESS_DROPPED.set(dropped);
+            let only_access = filter_fn(|metadata| metadata.target() == ACCESS_TARGET);
+            layers.push(log_layer(json, sink, log_filter(env)?.and(only_access)));
+            guard = Some(worker);
+        }
+        if let Some(provider) = &provider {
+            // Only the gateway's own spans and events, and other crates' INFO and above: the
+            // HTTP crates' TRACE spans and events would otherwise be built on every call.
+            layers.push(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("wnology-gateway"))
+                    .with_error_records_to_exceptions(true)
+                    .with_filter(
+                        Targets::new()
+                            .with_target("wnology_gateway", LevelFilter::TRACE)
+                            .with_default(LevelFilter::INFO),
+                    )
+                    .boxed(),
+            );
+        }
+        tracing_subscriber::registry().with(layers).try_init()?;
+        if let Some(otlp) = &otlp {
+            let _ = SAMPLER.set(otlp.sampler.sampler());
             EXPORTING.store(true, Ordering::Relaxed);
         }
-        Ok(Telemetry { provider })
+        Ok(Telemetry {
+            provider,
+            access_log: guard,
+        })
     }
 
     /// Exports every finished span now.
@@ -359,12 +560,117 @@ impl Telemetry {
         }
     }
 
-    /// Flushes and stops the exporter.
+    /// Writes the rest of the access log, flushes and stops the exporter.
     pub fn shutdown(self) {
+        drop(self.access_log);
         if let Some(provider) = self.provider {
             let _ = provider.force_flush();
             let _ = provider.shutdown();
         }
+    }
+}
+
+/// `RUST_LOG` (default `info`), with the HTTP crates capped at `info`: their TRACE output can
+/// carry raw header values.
+fn log_filter(env: &dyn EnvSource) -> Result<EnvFilter, TelemetryError> {
+    Ok(
+        EnvFilter::try_new(env.var("RUST_LOG").unwrap_or_else(|| "info".to_string()))?
+            .add_directive("h2=info".parse()?)
+            .add_directive("hyper=info".parse()?)
+            .add_directive("hyper_util=info".parse()?)
+            .add_directive("reqwest=info".parse()?)
+            .add_directive("tower=info".parse()?)
+            .add_directive("tonic=info".parse()?),
+    )
+}
+
+/// One formatting layer: JSON lines without span context, or text.
+fn log_layer<W, F>(json: bool, writer: W, filter: F) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    F: tracing_subscriber::layer::Filter<Registry> + Send + Sync + 'static,
+{
+    if json {
+        // JSON lines carry no span context, so spans are kept away from this layer (its
+        // filter never enables a span callsite): without OTLP export no layer wants spans,
+        // and `info_span!` then costs a cached interest check.
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())))
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed()
+    }
+}
+
+/// The writer of the access log: lines go into a bounded channel (dropped and counted when it
+/// is full) and a worker thread writes them to `writer` in batches, one write per batch.
+fn non_blocking_sink<W>(
+    writer: Shared<W>,
+    lines: usize,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    WorkerGuard,
+    ErrorCounter,
+)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let batched = BufWriter::with_capacity(64 * 1024, MadeWriter(writer));
+    let (sink, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(lines.max(1))
+        .thread_name("wnology-access-log")
+        .finish(batched);
+    let dropped = sink.error_counter();
+    (sink, guard, dropped)
+}
+
+/// One [`MakeWriter`] shared by the layers.
+struct Shared<W>(std::sync::Arc<W>);
+
+impl<W> Clone for Shared<W> {
+    fn clone(&self) -> Self {
+        Shared(std::sync::Arc::clone(&self.0))
+    }
+}
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Shared<W> {
+    type Writer = W::Writer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.0.make_writer()
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        self.0.make_writer_for(meta)
+    }
+}
+
+/// An `io::Write` over a [`MakeWriter`], asking it for a writer at each write.
+struct MadeWriter<W>(Shared<W>);
+
+impl<W> Write for MadeWriter<W>
+where
+    W: for<'a> MakeWriter<'a>,
+{
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.make_writer().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.make_writer().write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.make_writer().flush()
     }
 }
 
@@ -399,19 +705,34 @@ fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, Telemet
         .build();
     Ok(SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(settings.sampler.sampler())
+        .with_sampler(Predecided(settings.sampler.sampler()))
+        .with_id_generator(PresetTraceId)
         .with_resource(resource)
         .build())
 }
 
 /// Reads the caller's trace context and baggage from gRPC metadata.
 pub fn extract_context(metadata: &MetadataMap) -> Context {
-    let headers = metadata.clone().into_headers();
-    let propagator = TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ]);
-    propagator.extract(&HeaderExtractor(&headers))
+    EXTRACTOR.extract(&MetadataExtractor(metadata))
+}
+
+/// The metadata as the propagators read it, without copying it into a header map.
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// Puts the trace context of `span` on an upstream request: W3C trace context only, so the
@@ -520,6 +841,65 @@ mod tests {
                 ("OTEL_TRACES_SAMPLER_ARG", "2")
             ]))
             .is_err()
+        );
+    }
+
+    #[test]
+    fn json_logs_without_export_create_no_span_and_keep_events() {
+        let not_access = filter_fn(|metadata| metadata.target() != ACCESS_TARGET);
+        let filter = log_filter(&env(&[])).unwrap().and(not_access);
+        let layers = vec![log_layer(true, std::io::sink, filter)];
+        let subscriber = tracing_subscriber::registry().with(layers);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", "rpc.method" = "x");
+            assert!(span.is_disabled(), "a span nobody records is not created");
+            assert!(tracing::event_enabled!(tracing::Level::INFO));
+        });
+    }
+
+    #[test]
+    fn an_unsampled_context_keeps_the_callers_trace_and_is_not_sampled() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        let parent = extract_context(&metadata);
+        let caller = parent.span().span_context().clone();
+        assert!(caller.is_valid() && caller.is_remote() && caller.is_sampled());
+        // The SDK's sampler follows the decision taken before the span existed.
+        let sampler = Predecided(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+        let server = sampler.should_sample(
+            Some(&parent),
+            caller.trace_id(),
+            "rpc",
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        assert_eq!(server.decision, SamplingDecision::RecordAndSample);
+        let unsampled = SpanContext::new(
+            caller.trace_id(),
+            RandomIdGenerator::default().new_span_id(),
+            TraceFlags::default(),
+            false,
+            caller.trace_state().clone(),
+        );
+        let context = parent.with_remote_span_context(unsampled);
+        let client = sampler.should_sample(
+            Some(&context),
+            caller.trace_id(),
+            "GET /me",
+            &SpanKind::Client,
+            &[],
+            &[],
+        );
+        assert_eq!(
+            client.decision,
+            SamplingDecision::Drop,
+            "children of an unsampled call are dropped"
         );
     }
 

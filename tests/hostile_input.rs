@@ -6,6 +6,7 @@
 mod common;
 
 use std::{
+    future::Future,
     net::SocketAddr,
     sync::{
         Arc,
@@ -151,6 +152,26 @@ async fn grpc_status(response: h2::client::ResponseFuture) -> (http::StatusCode,
     (status, trailers.as_ref().and_then(header))
 }
 
+/// Starts `count` calls made by `call`, each on a task of its own and dropped (its stream reset)
+/// 30 ms after it starts; returns when all are gone.
+async fn reset_after_30ms<F, C>(count: u32, call: F)
+where
+    F: Fn(u32) -> C,
+    C: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let calls: Vec<_> = (0..count)
+        .map(|n| {
+            let call = call(n);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(30), call).await;
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+}
+
 fn org_get(n: u32) -> proto::OrgGetRequest {
     proto::OrgGetRequest {
         org_id: id(n),
@@ -224,18 +245,11 @@ async fn reset_reads_never_put_more_than_the_bound_on_the_upstream() {
     let client = gateway.org().await;
 
     // 400 distinct reads, each reset by its caller 30 ms after sending.
-    let calls: Vec<_> = (0..400)
-        .map(|n| {
-            let mut org = client.clone();
-            tokio::spawn(async move {
-                let call = org.get(authed(org_get(n)));
-                let _ = tokio::time::timeout(Duration::from_millis(30), call).await;
-            })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap();
-    }
+    reset_after_30ms(400, |n| {
+        let mut org = client.clone();
+        async move { org.get(authed(org_get(n))).await.map(drop) }
+    })
+    .await;
     upstream.settle().await;
     let most = upstream.get(&upstream.stats.most);
     assert!(most <= 64, "{most} upstream requests in flight at once");
@@ -255,18 +269,14 @@ async fn reset_writes_keep_their_slot_until_the_upstream_answers() {
     let gateway = TestGateway::start_with(settings).await;
     let client = gateway.org().await;
 
-    let calls: Vec<_> = (0..400)
-        .map(|n| {
-            let mut org = client.clone();
-            tokio::spawn(async move {
-                let call = org.delete(authed(proto::OrgDeleteRequest { org_id: id(n) }));
-                let _ = tokio::time::timeout(Duration::from_millis(30), call).await;
-            })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap();
-    }
+    reset_after_30ms(400, |n| {
+        let mut org = client.clone();
+        async move {
+            let delete = proto::OrgDeleteRequest { org_id: id(n) };
+            org.delete(authed(delete)).await.map(drop)
+        }
+    })
+    .await;
     upstream.settle().await;
     let most = upstream.get(&upstream.stats.most);
     assert!(most <= 64, "{most} writes in flight at once");

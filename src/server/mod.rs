@@ -6,12 +6,14 @@
 //! - [`connection`]: the accept loop and each connection's HTTP/2 limits, keepalive, age and
 //!   idle limits.
 //! - [`tls`]: TLS and mutual TLS.
+//! - gRPC-Web and CORS for browsers ([`crate::web`]) wrap the whole set of services.
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::Notify};
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
+use tower::Layer;
 
 use crate::{
     config::Settings,
@@ -22,6 +24,7 @@ use crate::{
         me_service_server::MeServiceServer, org_service_server::OrgServiceServer,
     },
     services::{InstanceOrgHandler, MeHandler, OrgHandler},
+    web::{WebError, WebLayer, WebOptions},
 };
 
 pub mod connection;
@@ -43,6 +46,9 @@ pub enum ServeError {
     /// The TLS files do not make a usable configuration (not PEM, key does not match, …).
     #[error("TLS: {0}")]
     TlsConfig(String),
+    /// The gRPC-Web settings are unusable.
+    #[error(transparent)]
+    Web(#[from] WebError),
     /// A TLS file could not be read.
     #[error("cannot read {path}: {source}")]
     Tls {
@@ -74,6 +80,8 @@ pub struct ServeOptions {
     pub drain_delay: Duration,
     /// `--shutdown-grace`.
     pub shutdown_grace: Duration,
+    /// `--grpc-web`, `--cors-allowed-origins`.
+    pub web: WebOptions,
 }
 
 /// PEM files for TLS on the gRPC listener.
@@ -111,11 +119,17 @@ impl ServeOptions {
                 keepalive_timeout: settings.keepalive_timeout,
                 max_age: nonzero(settings.max_connection_age),
                 max_idle: nonzero(settings.max_connection_idle),
-                http1: false,
+                // gRPC-Web from browsers may come over HTTP/1.1.
+                http1: settings.grpc_web,
             },
             tls,
             drain_delay: settings.drain_delay,
             shutdown_grace: settings.shutdown_grace,
+            web: WebOptions {
+                enabled: settings.grpc_web,
+                allowed_origins: settings.cors_allowed_origins.clone(),
+                max_header_bytes: settings.max_header_bytes,
+            },
         }
     }
 }
@@ -165,14 +179,14 @@ pub async fn serve_with(
             .set_service_status(service, ServingStatus::Serving)
             .await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection = || {
+        REFLECTED.iter().fold(
+            tonic_reflection::server::Builder::configure(),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let tls = match &options.tls {
         Some(files) => Some(tls::acceptor(files, options.connections.http1)?),
@@ -196,6 +210,7 @@ pub async fn serve_with(
             Arc::clone(metrics),
         ))
         .prepare();
+    let web = WebLayer::new(&options.web)?;
 
     let drained = Arc::new(Notify::new());
     let stop = {
@@ -216,7 +231,13 @@ pub async fn serve_with(
             drained.notify_one();
         }
     };
-    let serving = connection::serve(listener, tls, routes, options.connections.clone(), stop);
+    let serving = connection::serve(
+        listener,
+        tls,
+        web.layer(routes),
+        options.connections.clone(),
+        stop,
+    );
     tokio::pin!(serving);
     tokio::select! {
         () = &mut serving => {}
@@ -230,6 +251,17 @@ pub async fn serve_with(
     }
     Ok(())
 }
+
+/// The descriptor sets reflection serves: the contract, health, both reflection versions (each
+/// version otherwise lists only itself, and grpcurl asks v1alpha), and `google.rpc.Status` with
+/// the error details, so that tools decode `grpc-status-details-bin`.
+const REFLECTED: [&[u8]; 5] = [
+    proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    proto::GOOGLE_RPC_DESCRIPTOR_SET,
+];
 
 /// The names the health service reports: overall and each gateway service.
 const SERVED: [&str; 4] = [
