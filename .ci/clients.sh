@@ -78,14 +78,15 @@ ls "$stubs/wnology/v1"
 step "Node.js: npm ci in examples/node"
 node --version
 (cd examples/node && timeout 600 npm ci --no-audit --no-fund --loglevel=error)
-# The google/rpc protos client.js decodes error details with are copies of googleapis' files:
-# they must not drift from the ones the pinned googleapis-common-protos ships.
+# The google/rpc protos (proto/google/rpc/: reflection serves them, client.js and the browser
+# page decode error details with them) are copies of googleapis' files: they must not drift from
+# the ones the pinned googleapis-common-protos ships.
 site="$("$python" -c 'import os; from google.rpc import status_pb2; print(os.path.dirname(status_pb2.__file__))')"
 for file in status.proto error_details.proto; do
-  cmp "examples/node/protos/google/rpc/$file" "$site/$file" ||
-    { echo "examples/node/protos/google/rpc/$file differs from googleapis-common-protos'" >&2; exit 1; }
+  cmp "proto/google/rpc/$file" "$site/$file" ||
+    { echo "proto/google/rpc/$file differs from googleapis-common-protos'" >&2; exit 1; }
 done
-echo "examples/node/protos/google/rpc/*.proto match googleapis-common-protos"
+echo "proto/google/rpc/*.proto match googleapis-common-protos"
 
 step "start wnology-gateway --sandbox on loopback"
 # Port 0: the kernel picks free ports; the gateway logs the addresses it bound.

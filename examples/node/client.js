@@ -3,7 +3,7 @@
 //
 // The protos are loaded at run time from the repository's proto/ directory (no generated code);
 // the rich error details (`grpc-status-details-bin`, a google.rpc.Status) are decoded with
-// protobufjs from the googleapis copies under protos/google/rpc/.
+// protobufjs from the googleapis copies under proto/google/rpc/ (the ones reflection serves).
 //
 //   cd examples/node && npm ci && WNOLOGY_TOKEN=... node client.js
 //
@@ -56,8 +56,8 @@ const wnology = grpc.loadPackageDefinition(definition).wnology.v1;
 // --- google.rpc.Status and its details ---------------------------------------------------------
 
 const rpcTypes = protobuf.loadSync([
-  path.join(__dirname, 'protos', 'google', 'rpc', 'status.proto'),
-  path.join(__dirname, 'protos', 'google', 'rpc', 'error_details.proto'),
+  path.join(protoDir, 'google', 'rpc', 'status.proto'),
+  path.join(protoDir, 'google', 'rpc', 'error_details.proto'),
 ]);
 const Status = rpcTypes.lookupType('google.rpc.Status');
 
