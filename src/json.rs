@@ -36,6 +36,55 @@ pub fn descriptor_pool() -> &'static DescriptorPool {
     &POOL
 }
 
+/// A number read from JSON as a number or as a string, as proto3 JSON allows (what pbjson's
+/// `NumberDeserialize` accepts, and with the same results): the generated deserializers use it
+/// (build.rs) because it reads a JSON number directly instead of failing as a string first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Number<T>(pub T);
+
+impl<'de, T> serde::Deserialize<'de> for Number<T>
+where
+    T: std::str::FromStr + serde::Deserialize<'de>,
+    <T as std::str::FromStr>::Err: std::fmt::Display,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(NumberVisitor(std::marker::PhantomData))
+            .map(Number)
+    }
+}
+
+struct NumberVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T> serde::de::Visitor<'de> for NumberVisitor<T>
+where
+    T: std::str::FromStr + serde::Deserialize<'de>,
+    <T as std::str::FromStr>::Err: std::fmt::Display,
+{
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a number or a string holding one")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        text.parse().map_err(E::custom)
+    }
+
+    // Numbers go to `T`'s own deserializer, so range and type rules are exactly its own.
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<T, E> {
+        T::deserialize(serde::de::value::U64Deserializer::new(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<T, E> {
+        T::deserialize(serde::de::value::I64Deserializer::new(value))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<T, E> {
+        T::deserialize(serde::de::value::F64Deserializer::new(value))
+    }
+}
+
 /// A message that is written to, or read from, the upstream's JSON.
 pub trait UpstreamJson:
     prost::Message + prost::Name + Serialize + DeserializeOwned + Default
@@ -211,6 +260,68 @@ fn to_iso_string(rfc3339: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `Number` reads every input as pbjson's `NumberDeserialize` does (same value, or an
+    /// error for both).
+    #[test]
+    fn numbers_read_as_pbjson_reads_them() {
+        fn same<T>(input: &str)
+        where
+            T: std::str::FromStr + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+            <T as std::str::FromStr>::Err: std::error::Error,
+        {
+            let ours = serde_json::from_str::<Number<T>>(input).map(|n| n.0).ok();
+            let theirs = serde_json::from_str::<pbjson::private::NumberDeserialize<T>>(input)
+                .map(|n| n.0)
+                .ok();
+            let same = match (&ours, &theirs) {
+                // NaN is never equal to itself: compare how both print.
+                (Some(a), Some(b)) => format!("{a:?}") == format!("{b:?}"),
+                (a, b) => a == b,
+            };
+            assert!(
+                same,
+                "{input} as {}: {ours:?} vs {theirs:?}",
+                std::any::type_name::<T>()
+            );
+        }
+        let inputs = [
+            "0",
+            "1",
+            "-1",
+            "1.5",
+            "-2.5",
+            "1e3",
+            "\"1\"",
+            "\"-7\"",
+            "\"1.5\"",
+            "\"1e3\"",
+            "\"NaN\"",
+            "\"Infinity\"",
+            "\"-Infinity\"",
+            "\"abc\"",
+            "\"\"",
+            "true",
+            "null",
+            "[]",
+            "{}",
+            "4294967296",
+            "-2147483649",
+            "9223372036854775807",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "\"18446744073709551616\"",
+            "1.7976931348623157e308",
+        ];
+        for input in inputs {
+            same::<i32>(input);
+            same::<i64>(input);
+            same::<u32>(input);
+            same::<u64>(input);
+            same::<f32>(input);
+            same::<f64>(input);
+        }
+    }
 
     #[test]
     fn int64_fields_are_numbers_and_dates_are_iso_strings() {

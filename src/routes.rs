@@ -94,9 +94,12 @@ pub enum CacheClass {
     Usage,
 }
 
-/// What a successful write makes stale in the cache.
+/// A set of cached answers, named from one call's point of view. A route lists the scopes its
+/// cached answers belong to (`Route::scopes`) and the scopes its success makes stale
+/// (`Route::invalidates`); the cache resolves them against the call (`cache::Scope`).
+/// Every answer also belongs to its caller's `CallerAll` and to `Everything`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Invalidation {
+pub enum Scope {
     /// Every cached read of the organization named by the request's `orgId`, for every token.
     Org,
     /// Every cached `OrgService/List`, for every token.
@@ -114,9 +117,12 @@ pub enum Invalidation {
     /// of an organization's invitation is another user, whose token the gateway cannot name.
     Invitations,
     /// Everything cached, for every token, when the write revokes the user's other tokens
-    /// (`invalidateExistingTokens`, a new `tokenCutoff` or password): the gateway cannot tell
-    /// which tokens belong to the user, so it drops them all.
+    /// (`invalidateExistingTokens` or a new `tokenCutoff`): the gateway cannot tell which
+    /// tokens belong to the user, so it drops them all.
     EverythingIfTokensRevoked,
+    /// Everything cached, for every token, when the write sets a new password (`MePatch` with
+    /// `password`), which revokes the user's other tokens.
+    EverythingIfPasswordSet,
     /// Everything cached, for every token (the user is gone, and with it all its tokens).
     Everything,
 }
@@ -143,8 +149,11 @@ pub struct Route {
     pub success: u16,
     /// How the answer may be cached.
     pub cache: CacheClass,
+    /// The scopes a cached answer belongs to, beyond its caller's `CallerAll` and
+    /// `Everything`: a write that invalidates one of them makes the answer stale.
+    pub scopes: &'static [Scope],
     /// What a success makes stale.
-    pub invalidates: &'static [Invalidation],
+    pub invalidates: &'static [Scope],
 }
 
 impl Route {
@@ -200,11 +209,11 @@ pub fn enum_query_value(proto_name: &str) -> Option<&'static str> {
 }
 
 use CacheClass::{Entity, Never, Usage};
-use Invalidation::{
-    AnswerOrg, CallerAll, CallerMe, DestinationOrg, Everything, EverythingIfTokensRevoked,
-    Invitations, Org, OrgLists,
-};
 use ParamKind::{Enum, Flag, Id, Integer, List, Text};
+use Scope::{
+    AnswerOrg, CallerAll, CallerMe, DestinationOrg, Everything, EverythingIfPasswordSet,
+    EverythingIfTokensRevoked, Invitations, Org, OrgLists,
+};
 
 /// `MeService/AddRecentItem`: Adds an item to a recent item list.
 pub static ME_ADD_RECENT_ITEM: Route = Route {
@@ -219,6 +228,7 @@ pub static ME_ADD_RECENT_ITEM: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe],
 };
 
@@ -235,6 +245,7 @@ pub static ME_CHANGE_PASSWORD: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe, EverythingIfTokensRevoked],
 };
 
@@ -251,6 +262,7 @@ pub static ME_DELETE: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Everything],
 };
 
@@ -268,6 +280,7 @@ pub static ME_DEVICE_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[CallerMe],
     invalidates: &[],
 };
 
@@ -288,6 +301,7 @@ pub static ME_DISABLE_TWO_FACTOR_AUTH: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe],
 };
 
@@ -306,6 +320,7 @@ pub static ME_DISCONNECT_GITHUB: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe],
 };
 
@@ -326,6 +341,7 @@ pub static ME_ENABLE_TWO_FACTOR_AUTH: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe],
 };
 
@@ -343,6 +359,7 @@ pub static ME_FETCH_RECENT_ITEMS: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[CallerMe],
     invalidates: &[],
 };
 
@@ -357,6 +374,7 @@ pub static ME_GENERATE_TWO_FACTOR_AUTH: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe],
 };
 
@@ -375,6 +393,7 @@ pub static ME_GET: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[CallerMe],
     invalidates: &[],
 };
 
@@ -389,6 +408,7 @@ pub static ME_INVITE: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[CallerMe, Invitations],
     invalidates: &[],
 };
 
@@ -403,6 +423,7 @@ pub static ME_INVITES: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[CallerMe, Invitations],
     invalidates: &[],
 };
 
@@ -420,6 +441,7 @@ pub static ME_NOTEBOOK_MINUTE_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[CallerMe],
     invalidates: &[],
 };
 
@@ -440,7 +462,8 @@ pub static ME_PATCH: Route = Route {
     }),
     success: 200,
     cache: Never,
-    invalidates: &[CallerMe, EverythingIfTokensRevoked],
+    scopes: &[],
+    invalidates: &[CallerMe, EverythingIfTokensRevoked, EverythingIfPasswordSet],
 };
 
 /// `MeService/PayloadCounts`: Returns payload counts for the time range specified for all applications the current user owns.
@@ -458,6 +481,7 @@ pub static ME_PAYLOAD_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[CallerMe],
     invalidates: &[],
 };
 
@@ -478,6 +502,7 @@ pub static ME_PAYLOAD_COUNTS_BREAKDOWN: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[CallerMe],
     invalidates: &[],
 };
 
@@ -492,6 +517,7 @@ pub static ME_REFRESH_TOKEN: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerAll],
 };
 
@@ -508,6 +534,7 @@ pub static ME_RESPOND_TO_INVITE: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe, OrgLists, AnswerOrg, Invitations],
 };
 
@@ -524,6 +551,7 @@ pub static ME_TRANSFER_RESOURCES: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe, OrgLists, DestinationOrg],
 };
 
@@ -538,6 +566,7 @@ pub static ME_VERIFY_EMAIL: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[CallerMe],
 };
 
@@ -561,6 +590,7 @@ pub static ORG_LIST: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[OrgLists],
     invalidates: &[],
 };
 
@@ -580,6 +610,7 @@ pub static ORG_CREATE: Route = Route {
     }),
     success: 201,
     cache: Never,
+    scopes: &[],
     invalidates: &[OrgLists, CallerMe],
 };
 
@@ -594,6 +625,7 @@ pub static ORG_DELETE: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists, CallerMe, Invitations],
 };
 
@@ -611,6 +643,7 @@ pub static ORG_DEVICE_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -628,6 +661,7 @@ pub static ORG_GET: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -644,6 +678,7 @@ pub static ORG_INVITE_MEMBER: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists, Invitations],
 };
 
@@ -663,6 +698,7 @@ pub static ORG_MODIFY_MEMBER: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists],
 };
 
@@ -680,6 +716,7 @@ pub static ORG_NOTEBOOK_MINUTE_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -699,6 +736,7 @@ pub static ORG_PATCH: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists],
 };
 
@@ -717,6 +755,7 @@ pub static ORG_PAYLOAD_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -737,6 +776,7 @@ pub static ORG_PAYLOAD_COUNTS_BREAKDOWN: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -751,6 +791,7 @@ pub static ORG_PENDING_INVITES: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -769,6 +810,7 @@ pub static ORG_REMOVE_MEMBER: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists],
 };
 
@@ -783,6 +825,7 @@ pub static ORG_REVOKE_INVITE: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists, Invitations],
 };
 
@@ -799,6 +842,7 @@ pub static ORG_TRANSFER_RESOURCES: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists, CallerMe, DestinationOrg],
 };
 
@@ -813,6 +857,7 @@ pub static INSTANCE_ORG_DELETE: Route = Route {
     body: None,
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists, CallerMe, Invitations],
 };
 
@@ -830,6 +875,7 @@ pub static INSTANCE_ORG_DEVICE_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -844,6 +890,7 @@ pub static INSTANCE_ORG_GET: Route = Route {
     body: None,
     success: 200,
     cache: Entity,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -861,6 +908,7 @@ pub static INSTANCE_ORG_NOTEBOOK_MINUTE_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -877,6 +925,7 @@ pub static INSTANCE_ORG_PATCH: Route = Route {
     }),
     success: 200,
     cache: Never,
+    scopes: &[],
     invalidates: &[Org, OrgLists],
 };
 
@@ -895,6 +944,7 @@ pub static INSTANCE_ORG_PAYLOAD_COUNTS: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 
@@ -915,6 +965,7 @@ pub static INSTANCE_ORG_PAYLOAD_COUNTS_BREAKDOWN: Route = Route {
     body: None,
     success: 200,
     cache: Usage,
+    scopes: &[Org],
     invalidates: &[],
 };
 

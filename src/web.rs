@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     sync::Arc,
-    task::{Context, Poll, ready as ready_poll},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -24,7 +24,10 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, Uri, Version, hea
 use tonic::{Code, Status, body::Body, server::NamedService};
 use tonic_types::{ErrorDetails, StatusExt};
 use tonic_web::{GrpcWebLayer, GrpcWebService};
-use tower::{Layer, Service, util::Either};
+use tower::{
+    Layer, Service, ServiceExt,
+    util::{Either, Oneshot},
+};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
 use crate::error::GATEWAY_DOMAIN;
@@ -190,7 +193,7 @@ impl<S: Clone> Layer<S> for WebLayer {
                     policy: Arc::clone(policy),
                 };
                 Either::Left(WebService {
-                    web: cors.layer(GrpcWebLayer::new().layer(guarded)),
+                    web: Arc::new(cors.layer(GrpcWebLayer::new().layer(guarded))),
                     plain: inner,
                 })
             }
@@ -203,7 +206,9 @@ impl<S: Clone> Layer<S> for WebLayer {
 /// gRPC calls straight to the services.
 #[derive(Debug, Clone)]
 pub struct WebService<S> {
-    web: Cors<GrpcWebService<Guarded<S>>>,
+    /// Shared, and cloned only for a call that needs it: hyper clones the service for every
+    /// request, and the CORS layer's clone allocates.
+    web: Arc<Cors<GrpcWebService<Guarded<S>>>>,
     plain: S,
 }
 
@@ -221,23 +226,19 @@ fn needs_web_layers<B>(request: &Request<B>) -> bool {
 
 impl<S> Service<Request<Body>> for WebService<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = EitherFuture<
-        <Cors<GrpcWebService<Guarded<S>>> as Service<Request<Body>>>::Future,
-        S::Future,
-    >;
+    type Future = EitherFuture<Oneshot<Cors<GrpcWebService<Guarded<S>>>, Request<Body>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        ready_poll!(Service::<Request<Body>>::poll_ready(&mut self.web, cx))?;
         self.plain.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         if needs_web_layers(&request) {
-            EitherFuture::Left(self.web.call(request))
+            EitherFuture::Left(Cors::clone(&self.web).oneshot(request))
         } else {
             EitherFuture::Right(self.plain.call(request))
         }

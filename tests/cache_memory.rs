@@ -13,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use wnology_gateway::{
-    cache::{CacheKey, CachePolicy, Directive, Fetched, ResponseCache, Tags},
+    cache::{CacheKey, CachePolicy, Directive, Fetched, ResponseCache, Scopes},
     error::GatewayError,
 };
 
@@ -88,9 +88,9 @@ async fn per_entry(answer_len: usize) -> (f64, f64) {
             answer: Bytes::from(answer.clone()),
             upstream_status: 200,
         };
-        let tags = Tags {
+        let tags = Scopes {
             me: true,
-            ..Tags::default()
+            ..Scopes::default()
         };
         cache
             .get_or_load(

@@ -308,8 +308,8 @@ pub struct Scenario<'a> {
     pub target: Target,
     pub server: &'a Proc,
     pub upstream: Option<&'a Proc>,
-    /// Move the server to core 0 for the run (the sandbox, which otherwise sits on core 1).
-    pub repin: bool,
+    /// A process moved to core 0 for the run (the sandbox, which otherwise sits on core 1).
+    pub repin: Option<&'a Proc>,
     pub connections: usize,
     pub streams: usize,
 }
@@ -365,8 +365,8 @@ fn measure(
     slice: Duration,
     dir: &Path,
 ) -> Result<(H2Run, u64, u64), String> {
-    if scenario.repin {
-        scenario.server.pin("0")?;
+    if let Some(moved) = scenario.repin {
+        moved.pin("0")?;
     }
     let (server0, upstream0) = (
         scenario.server.cpu_ticks(),
@@ -384,8 +384,8 @@ fn measure(
         .upstream
         .map_or(0, Proc::cpu_ticks)
         .saturating_sub(upstream0);
-    if scenario.repin {
-        scenario.server.pin("1")?;
+    if let Some(moved) = scenario.repin {
+        moved.pin("1")?;
     }
     Ok((
         run.map_err(|e| format!("{}: {e}", scenario.name))?,

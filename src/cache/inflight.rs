@@ -19,7 +19,7 @@ use futures_util::{
 use moka::future::Cache;
 use tokio::task::AbortHandle;
 
-use super::{CacheKey, Cached, Tags};
+use super::{CacheKey, Cached, Scopes};
 use crate::error::GatewayError;
 
 /// What a load produces.
@@ -29,7 +29,7 @@ pub(super) type LoadResult = Result<Cached, Arc<GatewayError>>;
 struct Load {
     /// Tells this load from a later one of the same key.
     id: u64,
-    tags: Tags,
+    scopes: Scopes,
     result: Shared<BoxFuture<'static, LoadResult>>,
     /// Callers waiting for it; changed only under the registry's lock.
     waiters: usize,
@@ -61,7 +61,7 @@ impl InFlight {
     pub(super) fn join_or_start<F>(
         &self,
         key: &CacheKey,
-        tags: Tags,
+        scopes: Scopes,
         entries: &Cache<CacheKey, Cached>,
         load: impl FnOnce() -> F,
     ) -> Option<(Waiter, bool)>
@@ -91,7 +91,7 @@ impl InFlight {
                 let abort = task.abort_handle();
                 let load = vacant.insert(Load {
                     id,
-                    tags,
+                    scopes,
                     result: task.map(joined).boxed().shared(),
                     waiters: 1,
                     abort,
@@ -110,12 +110,12 @@ impl InFlight {
 
     /// Forgets the loads `stale` says may predate a write: they still answer the callers who
     /// wait for them, but no later caller joins them, and what they load is not stored.
-    pub(super) fn forget(&self, stale: impl Fn(&CacheKey, &Tags) -> bool) {
+    pub(super) fn forget(&self, stale: impl Fn(&CacheKey, &Scopes) -> bool) {
         let mut loads = self
             .loads
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        loads.retain(|key, load| !stale(key, &load.tags));
+        loads.retain(|key, load| !stale(key, &load.scopes));
     }
 
     /// Loads in flight now.

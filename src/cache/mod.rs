@@ -6,7 +6,7 @@
 //! the same user never reads what a broader one fetched. Concurrent identical misses share one
 //! upstream call, which runs in a detached task so that a cancelled first caller does not make
 //! the others call again. Errors are never cached. Writes invalidate what they change (see
-//! [`crate::routes::Invalidation`]) through generation counters checked on every read, so no
+//! [`crate::routes::Scope`]) through generation counters checked on every read, so no
 //! answer that may predate a write is served once the write has returned.
 
 use std::{
@@ -25,7 +25,10 @@ use moka::{future::Cache, notification::RemovalCause};
 use sha2::Sha256;
 use tonic::metadata::MetadataMap;
 
-use crate::{error::GatewayError, routes::CacheClass};
+use crate::{
+    error::GatewayError,
+    routes::{self, CacheClass},
+};
 
 mod inflight;
 
@@ -63,18 +66,32 @@ pub struct CacheKey {
     pub request: Box<[u8]>,
 }
 
-/// What an answer belongs to, for invalidation. A function of the key (the request decides it),
-/// so it is kept with the answer and a hit needs no look at the request beyond its bytes.
+/// The scopes an answer belongs to, for invalidation: its route's [`routes::Scope`]s resolved
+/// against its request. A function of the key (the request decides it), so it is kept with the
+/// answer and a hit needs no look at the request beyond its bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tags {
+pub struct Scopes {
     /// The organization the answer belongs to (lowercase id).
     pub org: Option<[u8; 24]>,
-    /// Whether the answer belongs to `MeService`.
+    /// Whether the answer is in its caller's `CallerMe` scope (`MeService` reads).
     pub me: bool,
     /// Whether the answer is an organization list.
     pub org_list: bool,
     /// Whether the answer is the caller's invitations.
     pub invitations: bool,
+}
+
+impl Scopes {
+    /// The scopes of an answer of a route whose cached answers belong to `rules`, for the
+    /// organization its request names (lowercase id).
+    pub fn of(rules: &[routes::Scope], org: Option<[u8; 24]>) -> Scopes {
+        Scopes {
+            org: org.filter(|_| rules.contains(&routes::Scope::Org)),
+            me: rules.contains(&routes::Scope::CallerMe),
+            org_list: rules.contains(&routes::Scope::OrgLists),
+            invitations: rules.contains(&routes::Scope::Invitations),
+        }
+    }
 }
 
 /// What one upstream load produced.
@@ -102,7 +119,7 @@ pub struct Served {
 struct Cached {
     fetched: Fetched,
     ttl: Duration,
-    tags: Tags,
+    scopes: Scopes,
     stamp: Stamp,
 }
 
@@ -251,13 +268,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn covers(&self, owner: TokenId, tags: &Tags) -> bool {
+    fn covers(&self, owner: TokenId, scopes: &Scopes) -> bool {
         match self {
-            Scope::Org(org) => tags.org == Some(*org),
-            Scope::OrgLists => tags.org_list,
-            Scope::TokenMe(token) => owner == *token && tags.me,
+            Scope::Org(org) => scopes.org == Some(*org),
+            Scope::OrgLists => scopes.org_list,
+            Scope::TokenMe(token) => owner == *token && scopes.me,
             Scope::TokenAll(token) => owner == *token,
-            Scope::Invitations => tags.invitations,
+            Scope::Invitations => scopes.invitations,
             Scope::Everything => true,
         }
     }
@@ -313,23 +330,24 @@ impl Generations {
         }
     }
 
-    fn stamp(&self, token: TokenId, tags: &Tags) -> Stamp {
+    fn stamp(&self, token: TokenId, scopes: &Scopes) -> Stamp {
         let load = |counter: &AtomicU64| counter.load(Ordering::Acquire);
         Stamp([
-            tags.org
+            scopes
+                .org
                 .map_or(0, |org| load(self.counter(&Scope::Org(org)))),
-            if tags.org_list {
+            if scopes.org_list {
                 load(&self.org_lists)
             } else {
                 0
             },
-            if tags.me {
+            if scopes.me {
                 load(self.counter(&Scope::TokenMe(token)))
             } else {
                 0
             },
             load(self.counter(&Scope::TokenAll(token))),
-            if tags.invitations {
+            if scopes.invitations {
                 load(&self.invitations)
             } else {
                 0
@@ -427,7 +445,7 @@ impl ResponseCache {
     pub async fn get_or_load<M, F>(
         &self,
         key: CacheKey,
-        tags: Tags,
+        scopes: Scopes,
         ttl: Duration,
         directive: Directive,
         make_load: M,
@@ -436,7 +454,7 @@ impl ResponseCache {
         M: Fn() -> F,
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
-        let stamp = self.generations.stamp(key.token, &tags);
+        let stamp = self.generations.stamp(key.token, &scopes);
         let load = || {
             let load = make_load();
             async move {
@@ -444,7 +462,7 @@ impl ResponseCache {
                 Ok(Cached {
                     fetched,
                     ttl,
-                    tags,
+                    scopes,
                     stamp,
                 })
             }
@@ -468,7 +486,7 @@ impl ResponseCache {
                         return Ok(hit);
                     }
                     looked += 1;
-                    if let Some(result) = self.load_coalesced(&key, tags, &load).await {
+                    if let Some(result) = self.load_coalesced(&key, scopes, &load).await {
                         break result?;
                     }
                     if looked == 2 {
@@ -492,7 +510,7 @@ impl ResponseCache {
     /// load began. The fast path: it needs nothing but the key.
     pub async fn lookup(&self, key: &CacheKey) -> Option<Served> {
         let hit = self.entries.get(key).await?;
-        if self.generations.stamp(key.token, &hit.tags) != hit.stamp {
+        if self.generations.stamp(key.token, &hit.scopes) != hit.stamp {
             // Made stale by a write: drop it so that a load replaces it.
             self.entries.remove(key).await;
             return None;
@@ -510,7 +528,7 @@ impl ResponseCache {
     async fn load_coalesced<F>(
         &self,
         key: &CacheKey,
-        tags: Tags,
+        scopes: Scopes,
         load: impl FnOnce() -> F,
     ) -> Option<LoadResult>
     where
@@ -518,7 +536,7 @@ impl ResponseCache {
     {
         let (waiter, started) = self
             .inflight
-            .join_or_start(key, tags, &self.entries, load)?;
+            .join_or_start(key, scopes, &self.entries, load)?;
         let counter = if started {
             &self.stats.misses
         } else {
@@ -536,11 +554,11 @@ impl ResponseCache {
             .fetch_add(1, Ordering::AcqRel);
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         self.inflight
-            .forget(|key, tags| scope.covers(key.token, tags));
+            .forget(|key, scopes| scope.covers(key.token, scopes));
         // Reclaims the memory now rather than at expiry; correctness does not depend on it.
         let _ = self
             .entries
-            .invalidate_entries_if(move |key, value| scope.covers(key.token, &value.tags));
+            .invalidate_entries_if(move |key, value| scope.covers(key.token, &value.scopes));
     }
 
     /// The current figures.

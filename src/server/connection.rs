@@ -6,7 +6,16 @@
 //! tonic's own loop offers age but no idle limit, and hides the connection it would have to
 //! close; this one is the same few steps with that added.
 
-use std::{convert::Infallible, future::Future, pin::pin, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use hyper::body::Incoming;
 use hyper_util::{
@@ -143,11 +152,12 @@ impl Connection {
             + 'static,
         S::Future: Send + 'static,
     {
-        let (activity, mut idle) = watch::channel(Activity::idle_now());
+        let activity = Arc::new(Activity::new());
+        let calls = Arc::clone(&activity);
         let service = service
             .map_request(|request: http::Request<Incoming>| request.map(Body::new))
             .map_future(move |answer| {
-                let active = Active::start(activity.clone());
+                let active = Active::start(Arc::clone(&calls));
                 async move {
                     let answer = answer.await;
                     drop(active);
@@ -165,11 +175,11 @@ impl Connection {
             tokio::select! {
                 _ = connection.as_mut() => break,
                 () = &mut age, if !closing => closing = true,
-                () = idle_for(&mut idle, max_idle), if !closing => closing = true,
+                () = idle_for(&activity, max_idle), if !closing => closing = true,
                 _ = self.closing.changed(), if !closing => closing = true,
             }
             if closing {
-                if idle.borrow().calls_seen == 0 {
+                if activity.calls_seen.load(Ordering::Relaxed) == 0 {
                     // Never a call: nothing to finish, and hyper's graceful shutdown would wait
                     // for a handshake that a silent peer never completes.
                     break;
@@ -180,65 +190,71 @@ impl Connection {
     }
 }
 
-/// Calls in flight on a connection and when it last had none.
-#[derive(Debug, Clone, Copy)]
+/// Calls in flight on a connection and when it last had none. Kept in atomics, read by a
+/// timer: a watch channel woke the connection's task at every call's start and end.
+#[derive(Debug)]
 struct Activity {
-    calls: usize,
+    /// When the connection was accepted: `idle_since` counts from here.
+    epoch: Instant,
+    calls: AtomicUsize,
     /// Calls ever started on the connection.
-    calls_seen: u64,
-    idle_since: Instant,
+    calls_seen: AtomicU64,
+    /// When the last call ended (or the connection opened), in µs since `epoch`.
+    idle_since: AtomicU64,
 }
 
 impl Activity {
-    fn idle_now() -> Activity {
+    fn new() -> Activity {
         Activity {
-            calls: 0,
-            calls_seen: 0,
-            idle_since: Instant::now(),
+            epoch: Instant::now(),
+            calls: AtomicUsize::new(0),
+            calls_seen: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
         }
+    }
+
+    /// How long the connection has had no call (zero while it has one).
+    fn idle_for(&self) -> Duration {
+        if self.calls.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let since = Duration::from_micros(self.idle_since.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(since)
     }
 }
 
 /// Marks one call in flight until its answer is ready (or the call is dropped).
 #[derive(Debug)]
-struct Active(watch::Sender<Activity>);
+struct Active(Arc<Activity>);
 
 impl Active {
-    fn start(activity: watch::Sender<Activity>) -> Active {
-        activity.send_modify(|now| {
-            now.calls += 1;
-            now.calls_seen += 1;
-        });
+    fn start(activity: Arc<Activity>) -> Active {
+        activity.calls_seen.fetch_add(1, Ordering::Relaxed);
+        activity.calls.fetch_add(1, Ordering::AcqRel);
         Active(activity)
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.send_modify(|now| {
-            now.calls -= 1;
-            if now.calls == 0 {
-                now.idle_since = Instant::now();
-            }
-        });
+        let micros = u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.0.idle_since.fetch_max(micros, Ordering::AcqRel);
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Completes once the connection has had no call for `max_idle` (never without a limit).
-async fn idle_for(activity: &mut watch::Receiver<Activity>, max_idle: Option<Duration>) {
+/// Completes once the connection has had no call for `max_idle` (never without a limit):
+/// it sleeps for what is left of the limit and looks again.
+async fn idle_for(activity: &Activity, max_idle: Option<Duration>) {
     let Some(max_idle) = max_idle else {
         return std::future::pending().await;
     };
     loop {
-        let now = *activity.borrow_and_update();
-        if now.calls == 0 {
-            tokio::select! {
-                () = tokio::time::sleep_until(now.idle_since + max_idle) => return,
-                changed = activity.changed() => if changed.is_err() { return std::future::pending().await },
-            }
-        } else if activity.changed().await.is_err() {
-            return std::future::pending().await;
+        let idle = activity.idle_for();
+        if idle >= max_idle {
+            return;
         }
+        tokio::time::sleep(max_idle - idle).await;
     }
 }
 

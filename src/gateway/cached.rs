@@ -1,0 +1,97 @@
+//! Stage 3, serve from the cache: the key of a cacheable read, the hit path (which needs only
+//! the key), and the read-through load of a miss, coalesced with identical calls and bounded
+//! by this caller's deadline.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use http::HeaderValue;
+use serde_json::Value;
+use tonic::metadata::MetadataMap;
+
+use super::Answer;
+use crate::{
+    cache::{CacheKey, Directive, Fetched, Outcome, ResponseCache, Scopes},
+    error::GatewayError,
+    routes::Route,
+};
+
+/// A call whose answer may come from, or go to, the cache.
+#[derive(Debug)]
+pub struct CachedRead {
+    key: CacheKey,
+    ttl: Duration,
+    directive: Directive,
+}
+
+impl CachedRead {
+    /// The cache's view of a call of `route` with `message` by `authorization`; `None` when
+    /// the route is not cached (or caching is off for its class).
+    pub fn new(
+        cache: &ResponseCache,
+        route: &'static Route,
+        metadata: &MetadataMap,
+        message: &impl prost::Message,
+        authorization: &HeaderValue,
+    ) -> Option<CachedRead> {
+        let ttl = cache.policy().ttl(route.cache)?;
+        let key = CacheKey {
+            route: route.action,
+            token: cache.token_id(authorization.as_bytes()),
+            request: message.encode_to_vec().into_boxed_slice(),
+        };
+        Some(CachedRead {
+            key,
+            ttl,
+            directive: Directive::from_metadata(metadata),
+        })
+    }
+
+    /// The hit path: a request whose bytes hit was checked when its answer was loaded, so it
+    /// is neither re-encoded to JSON nor resolved again.
+    pub async fn hit(&self, cache: &ResponseCache) -> Option<Answer> {
+        if self.directive != Directive::Default {
+            return None;
+        }
+        let hit = cache.lookup(&self.key).await?;
+        Some(Answer {
+            answer: hit.answer,
+            cache: Some(Outcome::Hit),
+            upstream_status: None,
+        })
+    }
+
+    /// A miss (or `no-cache`/`no-store`): runs a load made by `make_load`, once for all identical
+    /// concurrent callers, within `timeout`, and stores its answer.
+    pub async fn load_through<M, F>(
+        self,
+        cache: &ResponseCache,
+        route: &'static Route,
+        request_json: &Value,
+        timeout: Duration,
+        make_load: M,
+    ) -> Result<Answer, Arc<GatewayError>>
+    where
+        M: Fn() -> F,
+        F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
+    {
+        let scopes = Scopes::of(route.scopes, org_id(request_json.get("orgId")));
+        let cached = cache.get_or_load(self.key, scopes, self.ttl, self.directive, make_load);
+        // Bounded by this caller's own deadline too: a waiter must not outlive it while
+        // another caller's load is in flight.
+        let served = tokio::time::timeout(timeout, cached)
+            .await
+            .unwrap_or(Err(Arc::new(GatewayError::DeadlineExceeded)))?;
+        Ok(Answer {
+            answer: served.answer,
+            cache: Some(served.outcome),
+            upstream_status: served.upstream_status,
+        })
+    }
+}
+
+/// The organization an id names (lowercased), for the cache's scopes.
+pub fn org_id(id: Option<&Value>) -> Option<[u8; 24]> {
+    let mut id: [u8; 24] = id?.as_str()?.as_bytes().try_into().ok()?;
+    id.make_ascii_lowercase();
+    Some(id)
+}

@@ -1,0 +1,250 @@
+//! The one pipeline every RPC goes through, as named stages, each in a module of its own:
+//!
+//! 1. **observe** ([`observe`]): request id, server span (exported and sampled only), the
+//!    in-flight gauge; at the end the metrics and the access-log line;
+//! 2. **admit** ([`admit`]): a concurrency slot, the deny list, a bearer token;
+//! 3. **serve from the cache** ([`cached`]): the key, the hit path, the read-through load;
+//! 4. **call the upstream** ([`upstream_call`]): request JSON, REST resolution, deadline, load
+//!    and decode;
+//! 5. **store and invalidate** ([`write`]): writes run to their end and drop what their route
+//!    says they change.
+//!
+//! [`Gateway::call`] reads as that list. What does not need the route (transport limits, the
+//! request guard, gRPC-Web, CORS) is a tower layer in [`crate::server`] and [`crate::web`].
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tonic::{
+    Request, Response, Status,
+    metadata::{AsciiMetadataValue, MetadataMap},
+};
+
+use crate::{
+    cache::{CachePolicy, Outcome, ResponseCache},
+    config::Settings,
+    error::GatewayError,
+    json::UpstreamJson,
+    metrics::Metrics,
+    overload::ConcurrencyBudget,
+    reply::Encoded,
+    routes::{self, CacheClass, Route},
+    upstream::{UpstreamClient, UpstreamConfigError},
+};
+
+mod admit;
+mod cached;
+mod deadline;
+mod observe;
+mod request_id;
+mod upstream_call;
+mod write;
+
+pub use admit::bearer_authorization;
+pub use deadline::{deadline_margin, parse_grpc_timeout, upstream_timeout};
+pub use request_id::{REQUEST_ID, RequestId};
+
+use admit::Admission;
+use cached::CachedRead;
+use observe::Observation;
+use upstream_call::UpstreamCall;
+
+/// The shared state behind every RPC. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    upstream: UpstreamClient,
+    upstream_timeout: Duration,
+    cache: ResponseCache,
+    metrics: Arc<Metrics>,
+    admission: Admission,
+}
+
+/// Why the gateway could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The upstream settings are unusable.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamConfigError),
+    /// `--deny-rpcs` names an RPC the gateway does not have.
+    #[error(
+        "--deny-rpcs: unknown RPC `{0}` (write `OrgService/Delete` or `wnology.v1.OrgService/Delete`)"
+    )]
+    UnknownRpc(String),
+}
+
+/// Resolves `--deny-rpcs` names to routes' actions.
+fn deny_list(names: &[String]) -> Result<HashSet<&'static str>, BuildError> {
+    names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let wanted = name.trim_start_matches('/');
+            routes::ROUTES
+                .iter()
+                .find(|route| {
+                    let full = route.full_method().to_string();
+                    full == wanted || full.strip_prefix("wnology.v1.") == Some(wanted)
+                })
+                .map(|route| route.action)
+                .ok_or_else(|| BuildError::UnknownRpc(name.to_string()))
+        })
+        .collect()
+}
+
+/// What a served call produced: its answer, encoded, and how it was obtained.
+#[derive(Debug)]
+struct Answer {
+    answer: Bytes,
+    cache: Option<Outcome>,
+    upstream_status: Option<u16>,
+}
+
+impl Gateway {
+    /// Builds the gateway from its settings.
+    pub fn new(settings: &Settings) -> Result<Gateway, BuildError> {
+        let admission = Admission {
+            budget: ConcurrencyBudget::new(settings.max_concurrency),
+            denied: deny_list(&settings.deny_rpcs)?,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?;
+        let cache = ResponseCache::new(CachePolicy {
+            max_bytes: settings.cache_max_bytes,
+            usage_ttl: settings.cache_usage_ttl,
+            entity_ttl: settings.cache_entity_ttl,
+        });
+        let inner = Arc::new(Inner {
+            upstream,
+            upstream_timeout: settings.upstream_timeout,
+            cache,
+            metrics,
+            admission,
+        });
+        let observed = Arc::downgrade(&inner);
+        inner.metrics.observe_cache(move || {
+            observed
+                .upgrade()
+                .map(|inner| inner.cache.figures())
+                .unwrap_or_default()
+        });
+        Ok(Gateway { inner })
+    }
+
+    /// The read cache.
+    pub fn cache(&self) -> &ResponseCache {
+        &self.inner.cache
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Serves one RPC by its route: observed from start to end around [`Gateway::serve`].
+    pub async fn call<Req, Resp>(
+        &self,
+        route: &'static Route,
+        request: Request<Req>,
+    ) -> Result<Response<Encoded<Resp>>, Status>
+    where
+        Req: prost::Message + prost::Name + Serialize + Default,
+        Resp: UpstreamJson + Send + Sync + 'static,
+    {
+        let (metadata, _, message) = request.into_parts();
+        let mut observation = Observation::start(route, &metadata, &self.inner.metrics);
+        let result = observation
+            .run(self.serve::<Req, Resp>(route, &metadata, &message))
+            .await;
+        let request_id = observation.finish(&self.inner.metrics, &result);
+        respond(result, &request_id)
+    }
+
+    /// Admits the call, answers from the cache, or calls the upstream (storing or
+    /// invalidating as the route says).
+    async fn serve<Req, Resp>(
+        &self,
+        route: &'static Route,
+        metadata: &MetadataMap,
+        message: &Req,
+    ) -> Result<Answer, Arc<GatewayError>>
+    where
+        Req: prost::Message + prost::Name + Serialize + Default,
+        Resp: UpstreamJson + Send + Sync + 'static,
+    {
+        let inner = &self.inner;
+        let admitted = inner.admission.admit(route, metadata, &inner.metrics)?;
+        let cached = CachedRead::new(
+            &inner.cache,
+            route,
+            metadata,
+            message,
+            &admitted.authorization,
+        );
+        if let Some(read) = &cached
+            && let Some(hit) = read.hit(&inner.cache).await
+        {
+            return Ok(hit);
+        }
+        let authorization = admitted.authorization.clone();
+        let call = UpstreamCall::prepare(
+            route,
+            message,
+            metadata,
+            authorization,
+            inner.upstream_timeout,
+        )?;
+        let load = || call.load::<Resp>(inner, route);
+        if let Some(read) = cached {
+            return read
+                .load_through(&inner.cache, route, &call.request_json, call.timeout, load)
+                .await;
+        }
+        // A read that changes something (`MeService/RefreshToken` is a GET that revokes the
+        // old token) is a write here: it runs to its end and invalidates.
+        let fetched = if route.is_read() && route.invalidates.is_empty() {
+            load().await?
+        } else {
+            let token = inner.cache.token_id(admitted.authorization.as_bytes());
+            let load = load();
+            self.write::<Resp, _>(route, token, call.request_json, admitted.slot, load)
+                .await?
+        };
+        Ok(Answer {
+            answer: fetched.answer,
+            cache: (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
+            upstream_status: Some(fetched.upstream_status),
+        })
+    }
+}
+
+/// The call's answer with its metadata (request id, `x-cache`), or its error status.
+fn respond<Resp>(
+    result: Result<Answer, Arc<GatewayError>>,
+    request_id: &RequestId,
+) -> Result<Response<Encoded<Resp>>, Status> {
+    match result {
+        Ok(answer) => {
+            let mut response = Response::new(Encoded::from_bytes(answer.answer));
+            let metadata = response.metadata_mut();
+            metadata.insert(REQUEST_ID, request_id.to_metadata());
+            if let Some(outcome) = answer.cache {
+                metadata.insert("x-cache", AsciiMetadataValue::from_static(outcome.as_str()));
+            }
+            Ok(response)
+        }
+        Err(error) => {
+            let mut status = error.to_status_with_request_id(request_id.as_str());
+            status
+                .metadata_mut()
+                .insert(REQUEST_ID, request_id.to_metadata());
+            Err(status)
+        }
+    }
+}
