@@ -28,6 +28,7 @@ use tonic::metadata::MetadataMap;
 use crate::{error::GatewayError, routes::CacheClass};
 
 mod inflight;
+pub mod shared;
 
 use inflight::{InFlight, LoadResult};
 
@@ -39,7 +40,7 @@ pub const ENTRY_OVERHEAD_BYTES: u32 = 512;
 
 /// Who is calling: an HMAC-SHA256 of the bearer token under the process's random key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenId([u8; 32]);
+pub struct TokenId(pub(crate) [u8; 32]);
 
 impl fmt::Debug for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
