@@ -192,6 +192,20 @@ impl Default for Scripts {
 }
 
 impl Scripts {
+    /// Loads every script (on each connection, so the first reads need no `NOSCRIPT` retry).
+    pub async fn load(&self, client: &fred::clients::Client) -> Result<(), fred::error::Error> {
+        for script in [
+            &self.read,
+            &self.acquire,
+            &self.put,
+            &self.release,
+            &self.bump,
+        ] {
+            script.load(client).await?;
+        }
+        Ok(())
+    }
+
     /// Reads one answer checked against its generations (one round trip).
     pub async fn read(&self, store: &Store, names: &EntryNames) -> Result<Read, StoreError> {
         let reply = store

@@ -180,19 +180,31 @@ impl SharedTier {
             handler,
             metrics.clone(),
         ));
-        let tasks = feed::spawn(Arc::clone(&feed), Arc::clone(&store), subscriber);
+        let mut tasks = feed::spawn(Arc::clone(&feed), Arc::clone(&store), subscriber);
         tracing::info!(url = %config.url, cluster = config.cluster, "shared cache tier configured");
+        let inner = Arc::new(Inner {
+            store,
+            scripts: Scripts::default(),
+            namer: Namer::new(&config.secret),
+            secret: config.secret.clone(),
+            feed,
+            metrics,
+        });
+        tasks.push(tokio::spawn(load_scripts(Arc::clone(&inner))));
         Ok(SharedTier {
-            inner: Arc::new(Inner {
-                store,
-                scripts: Scripts::default(),
-                namer: Namer::new(&config.secret),
-                secret: config.secret.clone(),
-                feed,
-                metrics,
-            }),
+            inner,
             _tasks: Arc::new(Tasks(tasks)),
         })
+    }
+
+    /// Waits (at most `within`) until Redis is connected; `false` if it is not. Optional: at
+    /// start-up, to begin with a warm connection; the tier works (skipping) without it.
+    pub async fn connected(&self, within: Duration) -> bool {
+        use fred::interfaces::ClientLike;
+        let client = self.inner.store.client();
+        tokio::time::timeout(within, client.wait_for_connect())
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The caller's token id, the same on every replica sharing the secret (the local tier
@@ -313,6 +325,22 @@ impl SharedTier {
     /// Closes the connection (at shutdown).
     pub async fn close(&self) {
         self.inner.store.quit().await;
+    }
+}
+
+/// Loads the scripts on every (re)connection, so reads do not each hit `NOSCRIPT` at once.
+async fn load_scripts(inner: Arc<Inner>) {
+    use fred::interfaces::{ClientLike, EventInterface};
+    let client = inner.store.client();
+    let mut connections = client.reconnect_rx();
+    let _ = client.wait_for_connect().await;
+    loop {
+        if let Err(error) = inner.scripts.load(client).await {
+            tracing::debug!(%error, "loading the shared cache scripts failed; EVALSHA loads them on demand");
+        }
+        if connections.recv().await.is_err() {
+            return;
+        }
     }
 }
 
