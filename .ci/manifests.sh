@@ -66,7 +66,8 @@ manifests=()
 # kube-prometheus custom resources (deploy/kubernetes/monitoring/): validated against their CRD
 # schemas below, not here (kubernetes-validate knows only built-in kinds).
 custom_resources=()
-for file in deploy/kubernetes/*.yaml deploy/kubernetes/*.yml deploy/kubernetes/monitoring/*.yaml; do
+for file in deploy/kubernetes/*.yaml deploy/kubernetes/*.yml deploy/kubernetes/monitoring/*.yaml \
+  deploy/kubernetes/components/*/*.yaml; do
   case "$(basename "$file")" in
     kustomization.yaml | kustomization.yml) ;; # not a Kubernetes object: checked below
     *)
@@ -341,6 +342,105 @@ check(any(rule.get("port") == admin_port for rule in policy["ingress"] for rule 
 for what in problems:
     print(f"FAIL: {what}", file=sys.stderr)
 print(f"{len(checked)} consistency checks passed, {len(problems)} failed")
+sys.exit(1 if problems else 0)
+EOF
+
+step "the shared cache component (deploy/kubernetes/components/redis) against the base and src/cache/shared"
+"$venv/bin/python" - <<'EOF'
+import glob, os, re, sys
+import yaml
+
+problems, checked = [], []
+def check(condition, what):
+    (checked if condition else problems).append(what)
+def load(path):
+    with open(path, encoding="utf-8") as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc is not None]
+
+base = "deploy/kubernetes"
+component = f"{base}/components/redis"
+[kustomization] = load(f"{component}/kustomization.yaml")
+check(kustomization.get("apiVersion") == "kustomize.config.k8s.io/v1alpha1"
+      and kustomization.get("kind") == "Component", "components/redis is a kustomize Component")
+objects = {}
+for path in sorted(glob.glob(f"{component}/*.yaml")):
+    if os.path.basename(path) != "kustomization.yaml":
+        for doc in load(path):
+            objects[(doc["kind"], doc["metadata"]["name"])] = (os.path.basename(path), doc)
+listed = kustomization.get("resources", [])
+check(set(listed) == {name for name, _ in objects.values()} and len(listed) == len(set(listed)),
+      "components/redis/kustomization.yaml lists exactly its manifests")
+base_objects = {}
+for path in glob.glob(f"{base}/*.yaml"):
+    if os.path.basename(path) != "kustomization.yaml":
+        for doc in load(path):
+            base_objects[(doc["kind"], doc["metadata"]["name"])] = doc
+namespace = load(f"{base}/kustomization.yaml")[0]["namespace"]
+for (kind, name), (path, doc) in objects.items():
+    check(doc["metadata"].get("namespace") == namespace, f"components/redis/{path}: namespace {namespace}")
+
+# The settings the ConfigMap patch adds are the shared tier's flags.
+settings_rs = open("src/cache/shared/settings.rs", encoding="utf-8").read()
+block = re.search(r"pub struct SharedTierSettings \{(.*?)\n\}", settings_rs, re.S).group(1)
+known = {"WNOLOGY_" + field.upper() for field in re.findall(r"^\s*pub (\w+):", block, re.M)}
+check({"WNOLOGY_CACHE_REDIS_URL", "WNOLOGY_CACHE_SECRET_FILE"} <= known, f"read {len(known)} shared-tier settings")
+patches = {p["target"]["kind"]: yaml.safe_load(p["patch"]) for p in kustomization["patches"]}
+check(set(patches) == {"ConfigMap", "Deployment", "NetworkPolicy"}, "patches the ConfigMap, Deployment and NetworkPolicy")
+for p in kustomization["patches"]:
+    target = p["target"]
+    check((target["kind"], target["name"]) in base_objects, f"patch target {target['kind']}/{target['name']} exists in the base")
+data = {op["path"].rsplit("/", 1)[1]: op["value"] for op in patches["ConfigMap"]}
+for key in data:
+    check(key in known, f"ConfigMap patch: {key} is a setting of src/cache/shared/settings.rs")
+url = data.get("WNOLOGY_CACHE_REDIS_URL", "")
+match = re.fullmatch(r"rediss?://([\w.-]+):(\d+)", url)
+check(match is not None, f"WNOLOGY_CACHE_REDIS_URL {url!r} is redis://host:port")
+service = objects[("Service", "wnology-gateway-valkey")][1]
+[service_port] = service["spec"]["ports"]
+statefulset = objects[("StatefulSet", "wnology-gateway-valkey")][1]
+if match:
+    host = match.group(1)
+    check(host in (service["metadata"]["name"], f"{statefulset['metadata']['name']}-0.{service['metadata']['name']}"),
+          f"the URL's host {host} is the Valkey Service or its first pod")
+    check(int(match.group(2)) == service_port["port"], "the URL's port is the Service's")
+check(statefulset["spec"]["serviceName"] == service["metadata"]["name"], "the StatefulSet's serviceName is the headless Service")
+check(service["spec"].get("clusterIP") == "None", "the Valkey Service is headless")
+[container] = statefulset["spec"]["template"]["spec"]["containers"]
+check(any(port["containerPort"] == service_port["port"] for port in container["ports"]), "Valkey listens on the Service's port")
+check(service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"], "the Service selects the Valkey pods")
+
+# The secret: mounted read-only where WNOLOGY_CACHE_SECRET_FILE points.
+deployment_ops = {op["path"]: op["value"] for op in patches["Deployment"]}
+[volume] = deployment_ops["/spec/template/spec/volumes"]
+[mount] = deployment_ops["/spec/template/spec/containers/0/volumeMounts"]
+check("secret" in volume and mount["name"] == volume["name"] and mount.get("readOnly") is True,
+      "the cache secret is a Secret volume mounted read-only")
+secret_file = data.get("WNOLOGY_CACHE_SECRET_FILE", "")
+check(os.path.dirname(secret_file) == mount["mountPath"], f"{secret_file} is in the mount {mount['mountPath']}")
+base_pod = base_objects[("Deployment", "wnology-gateway")]["spec"]["template"]["spec"]
+check("volumeMounts" not in base_pod["containers"][0] and "volumes" not in base_pod,
+      "the base Deployment has no volumes for the patch to replace")
+
+# Network: the gateway may reach Valkey's port; Valkey admits the gateway's pods only.
+gateway_labels = base_objects[("Deployment", "wnology-gateway")]["spec"]["selector"]["matchLabels"]
+[egress] = [op["value"] for op in patches["NetworkPolicy"]]
+check(egress["to"][0]["podSelector"]["matchLabels"] == statefulset["spec"]["selector"]["matchLabels"]
+      and [port["port"] for port in egress["ports"]] == [service_port["port"]],
+      "the gateway's NetworkPolicy gains egress to Valkey's pods on its port")
+policy = objects[("NetworkPolicy", "wnology-gateway-valkey")][1]["spec"]
+check(policy["podSelector"]["matchLabels"] == statefulset["spec"]["selector"]["matchLabels"], "the Valkey NetworkPolicy selects Valkey")
+check(len(policy["ingress"]) == 1 and policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": gateway_labels}}]
+      and [port["port"] for port in policy["ingress"][0]["ports"]] == [service_port["port"]],
+      "Valkey admits only the gateway's pods, on its port")
+
+# A cache: bounded memory, LRU eviction, no persistence.
+conf = objects[("ConfigMap", "wnology-gateway-valkey")][1]["data"]["valkey.conf"]
+check(re.search(r"^maxmemory \d+[kmg]b?$", conf, re.M | re.I) is not None, "valkey.conf sets maxmemory")
+check(re.search(r"^maxmemory-policy (allkeys|volatile)-lru$", conf, re.M) is not None, "valkey.conf evicts by LRU")
+
+for what in problems:
+    print(f"FAIL: {what}", file=sys.stderr)
+print(f"{len(checked)} shared-cache component checks passed, {len(problems)} failed")
 sys.exit(1 if problems else 0)
 EOF
 

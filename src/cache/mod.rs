@@ -31,6 +31,7 @@ use crate::{
 };
 
 mod inflight;
+pub mod shared;
 
 use inflight::{InFlight, LoadResult};
 
@@ -42,7 +43,7 @@ pub const ENTRY_OVERHEAD_BYTES: u32 = 512;
 
 /// Who is calling: an HMAC-SHA256 of the bearer token under the process's random key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenId([u8; 32]);
+pub struct TokenId(pub(crate) [u8; 32]);
 
 impl fmt::Debug for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
