@@ -160,7 +160,7 @@ fn server(
             rpc = rpc.comment(line);
         }
         builder = builder.method(
-            rpc.name(snake_case(method.name()))
+            rpc.name(heck::ToSnakeCase::to_snake_case(method.name()))
                 .route_name(method.name())
                 .input_type(rust_type(method.input_type())?)
                 .output_type(format!(
@@ -172,16 +172,4 @@ fn server(
         );
     }
     Ok(builder.build())
-}
-
-/// `PayloadCountsBreakdown` → `payload_counts_breakdown` (method names have no acronyms).
-fn snake_case(name: &str) -> String {
-    let mut snake = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            snake.push('_');
-        }
-        snake.push(c.to_ascii_lowercase());
-    }
-    snake
 }

@@ -443,14 +443,14 @@ fn start_gateway(rt: &Handle, upstream_url: &str, cache_max_bytes: u64) -> Runni
     settings.cache_usage_ttl = Duration::from_secs(3600);
     let _entered = rt.enter();
     let gateway = Gateway::new(&settings).expect("gateway settings");
+    let gateway_clone = gateway.clone();
     let listener = rt.block_on(server::bind(&settings)).expect("bind gateway");
     let addr = listener.local_addr().expect("gateway address");
     let (stop, stop_rx) = watch::channel(false);
-    let task = rt.spawn(server::serve_gateway(
-        gateway.clone(),
-        listener,
-        stopped(stop_rx),
-    ));
+    let options = server::ServeOptions::from_settings(&settings);
+    let task = rt.spawn(async move {
+        server::serve_with(gateway_clone, &options, listener, stopped(stop_rx)).await
+    });
     RunningGateway {
         gateway,
         addr,

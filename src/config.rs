@@ -228,34 +228,54 @@ impl ConfigError {
 
 impl Cli {
     /// Reads the command line, filling every flag not given there from its environment variable.
+    ///
+    /// Not clap's own `env` support: it reads the process environment, which tests could only
+    /// change with `std::env::set_var` (unsafe, and racy across tests); this reads through
+    /// [`EnvSource`]. A value is handed to clap as `--flag=value`, so it is checked exactly as
+    /// on the command line; a switch's variable must be a boolean word.
     pub fn load<I, T>(args: I, env: &dyn EnvSource) -> Result<Cli, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
         let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let command = Cli::command();
+        let mut command = command_with_env_help();
+        let mut from_env = Vec::new();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let name = env_var_name(long);
+            let Some(value) = env.var(&name) else {
+                continue;
+            };
+            if arg.get_action().takes_values() {
+                from_env.push(OsString::from(format!("--{long}={value}")));
+            } else if switch_value(&value).ok_or_else(|| not_a_switch(&name, &value))? {
+                from_env.push(OsString::from(format!("--{long}")));
+            }
+        }
         // Flags from the environment go first, so that (with `args_override_self`) the same
         // flag on the command line, which comes later, wins.
-        let from_env: Vec<OsString> = command
-            .get_arguments()
-            .filter_map(|arg| {
-                let long = arg.get_long()?;
-                let value = env.var(&env_var_name(long))?;
-                Some(if arg.get_action().takes_values() {
-                    OsString::from(format!("--{long}={value}"))
-                } else if matches!(value.trim(), "1" | "true" | "yes" | "on") {
-                    OsString::from(format!("--{long}"))
-                } else {
-                    return None;
-                })
-            })
-            .collect();
         let at = usize::from(!args.is_empty());
         args.splice(at..at, from_env);
-        let matches = command_with_env_help().try_get_matches_from(args)?;
+        let matches = command.try_get_matches_from_mut(args)?;
         Ok(Cli::from_arg_matches(&matches)?)
     }
+}
+
+/// The boolean words a switch's environment variable may hold.
+fn switch_value(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+fn not_a_switch(name: &str, value: &str) -> ConfigError {
+    ConfigError(command_with_env_help().error(
+        clap::error::ErrorKind::InvalidValue,
+        format!("{name}={value:?}: expected true or false (or 1/0, yes/no, on/off)"),
+    ))
 }
 
 /// The environment variable of a flag: `upstream-url` → `WNOLOGY_UPSTREAM_URL`.
@@ -363,6 +383,21 @@ mod tests {
     #[test]
     fn bad_environment_value_is_an_error() {
         assert!(Cli::load(["gw"], &env(&[("WNOLOGY_LISTEN", "nowhere")])).is_err());
+    }
+
+    /// A switch's variable must say yes or no: a typo is not silently "off".
+    #[cfg(feature = "sandbox")]
+    #[test]
+    fn a_switch_variable_must_be_a_boolean_word() {
+        let error = Cli::load(["gw"], &env(&[("WNOLOGY_SANDBOX", "maybe")])).unwrap_err();
+        assert!(
+            error.to_string().contains("expected true or false"),
+            "{error}"
+        );
+        let on = Cli::load(["gw"], &env(&[("WNOLOGY_SANDBOX", "Yes")])).unwrap();
+        assert!(on.settings.sandbox);
+        let off = Cli::load(["gw"], &env(&[("WNOLOGY_SANDBOX", "off")])).unwrap();
+        assert!(!off.settings.sandbox);
     }
 
     #[test]

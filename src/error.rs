@@ -265,31 +265,7 @@ pub fn code_for_http_status(status: u16) -> Code {
 
 /// `NotFound` → `NOT_FOUND`, `InvalidJSON` → `INVALID_JSON`, `rate-limited` → `RATE_LIMITED`.
 pub fn upper_snake(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if !c.is_ascii_alphanumeric() {
-            if !out.is_empty() && !out.ends_with('_') {
-                out.push('_');
-            }
-            continue;
-        }
-        if c.is_ascii_uppercase() && i > 0 && !out.ends_with('_') {
-            let prev = chars[i - 1];
-            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            if prev.is_ascii_lowercase()
-                || prev.is_ascii_digit()
-                || (prev.is_ascii_uppercase() && next_is_lower)
-            {
-                out.push('_');
-            }
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    while out.ends_with('_') {
-        out.pop();
-    }
-    out
+    heck::ToShoutySnakeCase::to_shouty_snake_case(name)
 }
 
 #[cfg(test)]

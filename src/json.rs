@@ -26,14 +26,21 @@ pub enum JsonError {
     UnknownMessage(String),
 }
 
+/// The embedded descriptor set, decoded once.
+static POOL: LazyLock<Result<DescriptorPool, prost_reflect::DescriptorError>> =
+    LazyLock::new(|| DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET));
+
 /// The descriptors of every message the gateway knows, from the embedded descriptor set.
+/// [`crate::gateway::Gateway::new`] refuses to start when the set does not decode
+/// ([`check_descriptors`]), so a running gateway never sees the empty pool returned then.
 pub fn descriptor_pool() -> &'static DescriptorPool {
-    static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-        // The set is produced by build.rs from the same protos; failing to read it is a build
-        // defect that every test would catch at once, so an empty pool is a safe fallback.
-        DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).unwrap_or_default()
-    });
-    &POOL
+    static EMPTY: LazyLock<DescriptorPool> = LazyLock::new(DescriptorPool::new);
+    POOL.as_ref().unwrap_or(&EMPTY)
+}
+
+/// Whether the embedded descriptor set decodes (a build defect if not): why not, if not.
+pub fn check_descriptors() -> Result<(), String> {
+    POOL.as_ref().map(|_| ()).map_err(ToString::to_string)
 }
 
 /// A number read from JSON as a number or as a string, as proto3 JSON allows (what pbjson's

@@ -1073,6 +1073,42 @@ mod tests {
         assert_eq!(contract, routed);
     }
 
+    /// The proto comments restate each RPC's upstream call for readers of the contract: they
+    /// must say what the route table does.
+    #[test]
+    fn proto_comments_state_each_routes_upstream_call() {
+        let protos = [
+            (Service::Me, include_str!("../proto/wnology/v1/me.proto")),
+            (Service::Org, include_str!("../proto/wnology/v1/org.proto")),
+            (
+                Service::InstanceOrg,
+                include_str!("../proto/wnology/v1/instance_org.proto"),
+            ),
+        ];
+        for route in ROUTES {
+            let (_, text) = protos.iter().find(|(s, _)| *s == route.service).unwrap();
+            let declaration = format!("  rpc {}(", route.rpc);
+            let at = text
+                .find(&declaration)
+                .unwrap_or_else(|| panic!("{}", route.rpc));
+            // The comment block right above the declaration.
+            let comment: Vec<&str> = text[..at]
+                .lines()
+                .rev()
+                .take_while(|line| line.trim_start().starts_with("//"))
+                .collect();
+            let expected = format!(
+                "  // Upstream: `{} {}` (action `{}`), {} on success.",
+                route.method, route.path, route.action, route.success
+            );
+            assert!(
+                comment.contains(&expected.as_str()),
+                "{}: the proto comment does not say {expected:?}",
+                route.rpc
+            );
+        }
+    }
+
     #[test]
     fn request_messages_carry_every_route_parameter() {
         let pool = crate::json::descriptor_pool();

@@ -293,18 +293,7 @@ fn check_id(name: &str, id: &str) -> Result<(), GatewayError> {
 
 /// The caller's (snake_case) name of an upstream (lowerCamelCase) field: `orgId` → `org_id`.
 pub fn field_name(upstream: &str) -> String {
-    let mut out = String::with_capacity(upstream.len() + 4);
-    for (i, c) in upstream.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    heck::ToSnakeCase::to_snake_case(upstream)
 }
 
 /// One shared, pooled HTTP client for the upstream.

@@ -283,10 +283,11 @@ async fn mutual_tls_requires_a_client_certificate_signed_by_the_client_ca() {
 
 /// Runs `serve_with` with `tls`; it must return (not hang, not panic) at once.
 async fn serve_with_tls(tls: TlsFiles) -> Result<(), ServeError> {
-    let gateway = Gateway::new(&Settings::for_upstream("http://127.0.0.1:9")).unwrap();
+    let settings = Settings::for_upstream("http://127.0.0.1:9");
+    let gateway = Gateway::new(&settings).unwrap();
     let options = ServeOptions {
         tls: Some(tls),
-        ..ServeOptions::default()
+        ..ServeOptions::from_settings(&settings)
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     tokio::time::timeout(

@@ -69,7 +69,7 @@ impl tower::Service<http::Request<Body>> for Bare {
     }
 }
 
-/// Serves `bare` on `listener` (no-delay and keep-alive as `server::serve_gateway` sets them)
+/// Serves `bare` on `listener` (no-delay and keep-alive as the gateway's accept loop sets them)
 /// until `shutdown`.
 pub async fn serve(
     bare: Bare,

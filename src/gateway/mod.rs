@@ -25,7 +25,7 @@ use crate::{
     cache::{CachePolicy, Outcome, ResponseCache},
     config::Settings,
     error::GatewayError,
-    json::UpstreamJson,
+    json::{self, UpstreamJson},
     metrics::Metrics,
     overload::ConcurrencyBudget,
     reply::Encoded,
@@ -76,6 +76,9 @@ pub enum BuildError {
         "--deny-rpcs: unknown RPC `{0}` (write `OrgService/Delete` or `wnology.v1.OrgService/Delete`)"
     )]
     UnknownRpc(String),
+    /// The embedded descriptor set does not decode (a build defect).
+    #[error("the embedded descriptor set does not decode: {0}")]
+    Descriptors(String),
 }
 
 /// Resolves `--deny-rpcs` names to routes' actions.
@@ -109,6 +112,7 @@ struct Answer {
 impl Gateway {
     /// Builds the gateway from its settings.
     pub fn new(settings: &Settings) -> Result<Gateway, BuildError> {
+        json::check_descriptors().map_err(BuildError::Descriptors)?;
         let admission = Admission {
             budget: ConcurrencyBudget::new(settings.max_concurrency),
             denied: deny_list(&settings.deny_rpcs)?,

@@ -134,36 +134,6 @@ impl ServeOptions {
     }
 }
 
-impl Default for ServeOptions {
-    fn default() -> ServeOptions {
-        ServeOptions::from_settings(&Settings::for_upstream("http://127.0.0.1"))
-    }
-}
-
-/// Serves the gateway on `listener` until `shutdown` completes.
-pub async fn serve(
-    settings: &Settings,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    serve_with(
-        Gateway::new(settings)?,
-        &ServeOptions::from_settings(settings),
-        listener,
-        shutdown,
-    )
-    .await
-}
-
-/// Serves an already built `gateway` with default server options.
-pub async fn serve_gateway(
-    gateway: Gateway,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    serve_with(gateway, &ServeOptions::default(), listener, shutdown).await
-}
-
 /// Serves `gateway` on `listener`. When `shutdown` completes: health turns NOT_SERVING while
 /// calls are still served for the drain delay (so endpoints and load balancers move away),
 /// then new connections are refused and calls in flight get the shutdown grace to finish.
