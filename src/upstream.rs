@@ -300,8 +300,12 @@ pub fn field_name(upstream: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
-    base_url: String,
-    /// `base_url` without any user:password, for spans and logs.
+    /// `--upstream-url`, parsed once: each request's URL is a copy with its path and query
+    /// set, so the host is not parsed (and IDNA-processed) again on every call.
+    base: reqwest::Url,
+    /// The base URL's own path, before each request's path.
+    base_path: String,
+    /// The base URL without any user:password, for spans and logs.
     redacted_base_url: String,
     domain: String,
     port: u16,
@@ -365,9 +369,12 @@ impl UpstreamClient {
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let base = reqwest::Url::parse(&base_url).map_err(|_| bad_url())?;
+        let base_path = base.path().trim_end_matches('/').to_string();
         Ok(UpstreamClient {
             http,
-            base_url,
+            base,
+            base_path,
             redacted_base_url,
             domain,
             port,
@@ -388,6 +395,23 @@ impl UpstreamClient {
     /// The upstream host, the `domain` of upstream errors.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// The URL of a request: the base URL with the request's path (after the base's own path)
+    /// and query.
+    fn url(&self, path_and_query: &str) -> reqwest::Url {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let mut url = self.base.clone();
+        if self.base_path.is_empty() {
+            url.set_path(path);
+        } else {
+            url.set_path(&format!("{}{path}", self.base_path));
+        }
+        url.set_query(query);
+        url
     }
 
     /// Sends `request` with the caller's `authorization`, within `timeout`, and returns the
@@ -551,7 +575,7 @@ impl UpstreamClient {
             }
         }
         let exchange = async {
-            let url = format!("{}{}", self.base_url, request.path_and_query);
+            let url = self.url(&request.path_and_query);
             let mut builder = self
                 .http
                 .request(request.method.clone(), url)
@@ -735,6 +759,32 @@ fn error_chain(error: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request's URL is what parsing the base and the path as one string gives.
+    #[test]
+    fn request_urls_are_the_base_with_the_path_and_query() {
+        let bases = [
+            "http://127.0.0.1:9",
+            "https://api.example.com/",
+            "https://user:secret@api.example.com/base/",
+            "http://h:1/v1",
+        ];
+        let paths = [
+            "/me/payloadCounts?start=1&end=2",
+            "/orgs/575ed6e87ae143cd83dc4aa8",
+            "/orgs?filter=a%20b&summaryInclude=x%2Cy&sortField=name",
+            "/me",
+        ];
+        for base in bases {
+            let settings = crate::config::Settings::for_upstream(base);
+            let client = UpstreamClient::new(&settings, Arc::new(Metrics::new())).unwrap();
+            for path in paths {
+                let expected =
+                    reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/'))).unwrap();
+                assert_eq!(client.url(path), expected, "{base} + {path}");
+            }
+        }
+    }
     use crate::routes;
     use serde_json::json;
 
