@@ -58,6 +58,8 @@
 //!   shown but not enforced.
 //! - Invitation `ttl` is in milliseconds; `dismiss` hides an invitation from the invitee only.
 //! - JSON object keys come out in alphabetical order.
+// A library prints nothing: what to print (the token banner) is returned to the binaries.
+#![warn(clippy::print_stdout)]
 
 mod actions;
 mod auth;

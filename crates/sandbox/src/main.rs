@@ -26,10 +26,7 @@ async fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     // The banner is the program's output: the documented, public demo tokens.
-    #[allow(clippy::print_stdout)]
-    {
-        print!("{}", standalone.banner());
-    }
+    print!("{}", standalone.banner());
     match standalone.serve(terminated()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
