@@ -286,7 +286,7 @@ check(exposed == {grpc_port, admin_port}, f"EXPOSE {sorted(exposed)}")
 check(re.search(r'^ENTRYPOINT \["/usr/local/bin/wnology-gateway"\]', dockerfile, re.M) is not None,
       "ENTRYPOINT is the binary")
 ignore = open("deploy/Dockerfile.dockerignore", encoding="utf-8").read().split()
-for needed in ("Cargo.toml", "Cargo.lock", "build.rs", "proto", "src", "benches"):
+for needed in ("Cargo.toml", "Cargo.lock", "build.rs", "proto", "src", "benches", "crates"):
     check(f"!{needed}" in ignore, f"Dockerfile.dockerignore keeps {needed}")
 
 # The collector config: every pipeline names defined components.

@@ -1389,6 +1389,7 @@ fn rss_phase(
 
     let max_bytes = options.cache_max_bytes.to_string();
     let gw = process::GatewayBinary::start(
+        process::gateway_binary(),
         &url,
         &[
             "--cache-max-bytes",

@@ -57,20 +57,9 @@ pub enum Command {
     Settings,
 }
 
-/// Settings of the standalone sandbox.
+/// Settings of the standalone sandbox (the sandbox crate's: `wnology-sandbox` takes the same).
 #[cfg(feature = "sandbox")]
-#[derive(Debug, Clone, Args)]
-pub struct SandboxArgs {
-    /// Address the sandbox REST API listens on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// JSON file that replaces the sandbox's built-in seed data.
-    #[arg(long)]
-    pub sandbox_seed: Option<PathBuf>,
-    /// How long a sandbox invitation stays valid (e.g. `7d`, `90s`).
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
-    pub sandbox_invite_ttl: Duration,
-}
+pub use wnology_sandbox::cli::SandboxArgs;
 
 /// The gateway's settings.
 #[derive(Debug, Clone, Args)]

@@ -16,8 +16,9 @@ pub mod overload;
 pub mod proto;
 pub mod reply;
 pub mod routes;
+/// The upstream simulator (crate `wnology-sandbox`), behind the `sandbox` feature.
 #[cfg(feature = "sandbox")]
-pub mod sandbox;
+pub use wnology_sandbox as sandbox;
 pub mod server;
 pub mod services;
 pub mod telemetry;

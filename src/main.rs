@@ -15,7 +15,7 @@ use wnology_gateway::{
 #[cfg(feature = "sandbox")]
 use wnology_gateway::{
     config::SandboxArgs,
-    sandbox::{Sandbox, SandboxOptions},
+    sandbox::{Sandbox, SandboxOptions, cli::Standalone},
 };
 
 /// mimalloc rather than the system's malloc: under a churning cache (entries of a few hundred
@@ -86,7 +86,7 @@ async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::E
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         settings.upstream_url = format!("http://{}", listener.local_addr()?);
         let sandbox = Sandbox::new(options)?;
-        announce_tokens(&sandbox, &settings.upstream_url);
+        print!("{}", sandbox.banner(&settings.upstream_url));
         Some(tokio::spawn(
             sandbox.serve(listener, wait(finished.clone())),
         ))
@@ -126,30 +126,10 @@ async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::E
 
 #[cfg(feature = "sandbox")]
 async fn run_sandbox(args: SandboxArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let sandbox = Sandbox::new(SandboxOptions {
-        seed: args.sandbox_seed,
-        invite_ttl: args.sandbox_invite_ttl,
-    })?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    announce_tokens(&sandbox, &url);
-    sandbox.serve(listener, shutdown_signal()).await?;
+    let sandbox = Standalone::bind(&args).await?;
+    print!("{}", sandbox.banner());
+    sandbox.serve(shutdown_signal()).await?;
     Ok(())
-}
-
-/// Prints the sandbox's documented tokens: they are fixed, public test values, not secrets.
-#[cfg(feature = "sandbox")]
-fn announce_tokens(sandbox: &Sandbox, url: &str) {
-    println!("sandbox upstream (in-memory simulator of the REST API) at {url}");
-    println!("sandbox tokens (send as gRPC metadata `authorization: Bearer <token>`):");
-    for token in sandbox.tokens() {
-        println!(
-            "  {:<36} {} [{}]",
-            token.token,
-            token.description,
-            token.scopes.join(", ")
-        );
-    }
 }
 
 async fn wait(mut stopped: watch::Receiver<bool>) {

@@ -8,9 +8,8 @@
 //! (`/proc/PID/stat`) over the run divided by the requests; the generator's CPU share is its
 //! own (the bench's children's) CPU time over the run's wall time.
 
-// The OTLP receiver the tests use (it allows its own unused items).
-#[path = "../../tests/common/otlp.rs"]
-mod otlp;
+// The OTLP receiver the tests use.
+use wnology_testkit::otlp;
 
 use std::{
     fs::File,

@@ -1,14 +1,14 @@
 //! The real `wnology-gateway` binary (built by `cargo bench` in the bench profile) as a child
-//! process (`tests/common/binary.rs`, shared with the tests), so that its memory is measured
+//! process (`wnology_testkit::binary`, shared with the tests), so that its memory is measured
 //! alone: the load generator and the upstream stay in the bench process, and the gateway runs
 //! with the binary's own global allocator. Here: what the RSS phase reads of it.
 
-// The tests use the drain helpers (`sigterm`, `try_wait`, `logged`); the bench does not.
-#[allow(dead_code)]
-#[path = "../../tests/common/binary.rs"]
-mod binary;
+pub use wnology_testkit::binary::GatewayBinary;
 
-pub use binary::GatewayBinary;
+/// The gateway binary cargo built for this benchmark.
+pub fn gateway_binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_wnology-gateway"))
+}
 
 /// A field of the process's `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
 pub fn status_bytes(gateway: &GatewayBinary, field: &str) -> Option<u64> {
