@@ -1,4 +1,5 @@
 //! The `wnology-gateway` binary: the gateway, the standalone sandbox, or the RPC table.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -4,6 +4,7 @@
 //!
 //! This test binary installs its own global allocator (the library stays
 //! `#![forbid(unsafe_code)]`; implementing `GlobalAlloc` needs `unsafe impl`, so it lives here).
+#![allow(unsafe_code)] // `unsafe impl GlobalAlloc`: see above.
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},

@@ -6,6 +6,7 @@
 //! allocation and nothing else. Each thread carries a [`Role`] (set when a runtime starts its
 //! threads), so allocations can be split between the load generator, the server under test
 //! and the upstream.
+#![allow(unsafe_code)] // `unsafe impl GlobalAlloc`: see above.
 
 use mimalloc::MiMalloc;
 use std::{
@@ -16,7 +17,7 @@ use std::{
 
 /// Which side of the benchmark a thread works for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// The main thread and anything untagged (micro-benchmarks run here).
     Other = 0,
     /// The load generator (tonic and reqwest clients).
@@ -39,24 +40,24 @@ static COUNTS: [AtomicU64; ROLES] = [const { AtomicU64::new(0) }; ROLES];
 static BYTES: [AtomicU64; ROLES] = [const { AtomicU64::new(0) }; ROLES];
 
 /// Tags the calling thread.
-pub fn set_role(role: Role) {
+pub(crate) fn set_role(role: Role) {
     ROLE.with(|r| r.set(role as usize));
 }
 
 /// Starts or stops counting.
-pub fn enable(on: bool) {
+pub(crate) fn enable(on: bool) {
     ENABLED.store(on, Relaxed);
 }
 
 /// Allocations (including reallocations) and bytes requested so far, per role.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub counts: [u64; ROLES],
     pub bytes: [u64; ROLES],
 }
 
 impl Snapshot {
-    pub fn now() -> Snapshot {
+    pub(crate) fn now() -> Snapshot {
         Snapshot {
             counts: std::array::from_fn(|i| COUNTS[i].load(Relaxed)),
             bytes: std::array::from_fn(|i| BYTES[i].load(Relaxed)),
@@ -64,22 +65,22 @@ impl Snapshot {
     }
 
     /// What happened between `earlier` and `self`.
-    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+    pub(crate) fn since(&self, earlier: &Snapshot) -> Snapshot {
         Snapshot {
             counts: std::array::from_fn(|i| self.counts[i] - earlier.counts[i]),
             bytes: std::array::from_fn(|i| self.bytes[i] - earlier.bytes[i]),
         }
     }
 
-    pub fn count(&self, role: Role) -> u64 {
+    pub(crate) fn count(&self, role: Role) -> u64 {
         self.counts[role as usize]
     }
 
-    pub fn total_count(&self) -> u64 {
+    pub(crate) fn total_count(&self) -> u64 {
         self.counts.iter().sum()
     }
 
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.bytes.iter().sum()
     }
 }
@@ -94,7 +95,7 @@ fn note(size: usize) {
 }
 
 /// mimalloc, counted.
-pub struct Counting;
+pub(crate) struct Counting;
 
 // SAFETY: every method forwards its arguments unchanged to `MiMalloc`, which upholds the
 // `GlobalAlloc` contract; the counting touches only atomics and a const thread-local (no

@@ -27,7 +27,7 @@ use wnology_gateway::proto::{MePayloadCountsRequest, PayloadStats};
 
 /// The bare service.
 #[derive(Debug, Clone)]
-pub struct Bare {
+pub(crate) struct Bare {
     pub stats: Arc<PayloadStats>,
 }
 
@@ -71,7 +71,7 @@ impl tower::Service<http::Request<Body>> for Bare {
 
 /// Serves `bare` on `listener` (no-delay and keep-alive as the gateway's accept loop sets them)
 /// until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     bare: Bare,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,

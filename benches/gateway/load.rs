@@ -14,18 +14,18 @@ use std::{
 use hdrhistogram::Histogram;
 
 /// Latencies are recorded in nanoseconds, 3 significant digits, up to two minutes.
-pub fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// One worker's client: makes call number `seq` (a number unique within the run).
-pub trait Caller: Send + 'static {
+pub(crate) trait Caller: Send + 'static {
     fn call(&mut self, seq: u64) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// How long a run may go on.
 #[derive(Debug, Clone, Copy)]
-pub struct Limit {
+pub(crate) struct Limit {
     /// Stop issuing calls after this long.
     pub duration: Duration,
     /// Stop issuing calls after this many.
@@ -34,7 +34,7 @@ pub struct Limit {
 
 /// What a run measured.
 #[derive(Debug, Clone)]
-pub struct Run {
+pub(crate) struct Run {
     pub hist: Histogram<u64>,
     pub ok: u64,
     pub failed: u64,
@@ -56,7 +56,7 @@ impl Default for Run {
 
 impl Run {
     /// Adds another (interleaved) slice of the same scenario.
-    pub fn merge(&mut self, other: &Run) {
+    pub(crate) fn merge(&mut self, other: &Run) {
         self.hist.add(&other.hist).expect("same histogram bounds");
         self.ok += other.ok;
         self.failed += other.failed;
@@ -67,7 +67,7 @@ impl Run {
     }
 
     /// Successful calls per second.
-    pub fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         if self.elapsed.is_zero() {
             return 0.0;
         }
@@ -75,18 +75,18 @@ impl Run {
     }
 
     /// A latency quantile.
-    pub fn quantile(&self, q: f64) -> Duration {
+    pub(crate) fn quantile(&self, q: f64) -> Duration {
         Duration::from_nanos(self.hist.value_at_quantile(q))
     }
 
-    pub fn max(&self) -> Duration {
+    pub(crate) fn max(&self) -> Duration {
         Duration::from_nanos(self.hist.max())
     }
 }
 
 /// Runs every caller in its own task on the current runtime until `limit`, and hands the
 /// callers back for the next run.
-pub async fn drive<C: Caller>(callers: Vec<C>, limit: Limit) -> (Run, Vec<C>) {
+pub(crate) async fn drive<C: Caller>(callers: Vec<C>, limit: Limit) -> (Run, Vec<C>) {
     let shards = callers.len().clamp(1, 8);
     let hists: Arc<Vec<Mutex<Histogram<u64>>>> =
         Arc::new((0..shards).map(|_| Mutex::new(histogram())).collect());

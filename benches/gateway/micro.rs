@@ -21,7 +21,7 @@ use wnology_gateway::{
 use crate::alloc::{self, Snapshot};
 
 /// One measured operation.
-pub struct Row {
+pub(crate) struct Row {
     pub name: &'static str,
     pub ns: f64,
     pub allocs: f64,
@@ -54,7 +54,7 @@ where
 }
 
 /// Runs every row against `gateway`, whose cache must hold `request` for `authorization`.
-pub async fn run(
+pub(crate) async fn run(
     gateway: &Gateway,
     request: MePayloadCountsRequest,
     authorization: AsciiMetadataValue,

@@ -25,7 +25,7 @@ use wnology_gateway::proto::{MePayloadCountsRequest, me_service_client::MeServic
 
 /// One measured scenario, merged over its rounds.
 #[derive(Debug, Clone, Default)]
-pub struct Row {
+pub(crate) struct Row {
     pub name: String,
     pub requests: u64,
     pub failed: u64,
@@ -38,12 +38,12 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds.max(1e-9)
     }
 
     /// The `q` quantile of the latencies, µs (they are sorted once merged).
-    pub fn quantile(&self, q: f64) -> f64 {
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
         }
@@ -52,7 +52,7 @@ impl Row {
     }
 
     /// The upstream's CPU per request, µs (0 without an upstream).
-    pub fn per_request_upstream(&self, tick_us: f64) -> f64 {
+    pub(crate) fn per_request_upstream(&self, tick_us: f64) -> f64 {
         self.per_request(self.upstream_ticks.unwrap_or(0), tick_us)
     }
 
@@ -62,7 +62,7 @@ impl Row {
 }
 
 /// A child process, killed (by its PID) and reaped on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     child: Child,
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
@@ -70,12 +70,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// utime + stime of the process (all its threads, live and gone), in clock ticks.
-    pub fn cpu_ticks(&self) -> u64 {
+    pub(crate) fn cpu_ticks(&self) -> u64 {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         // Fields after the command name, which is in parentheses and may hold spaces.
@@ -92,7 +92,7 @@ impl Proc {
     }
 
     /// Moves every thread of the process to `core`.
-    pub fn pin(&self, core: &str) -> Result<(), String> {
+    pub(crate) fn pin(&self, core: &str) -> Result<(), String> {
         let status = Command::new("taskset")
             .args(["-a", "-p", "-c", core, &self.pid().to_string()])
             .stdout(Stdio::null())
@@ -113,14 +113,14 @@ impl Drop for Proc {
 }
 
 /// A free loopback port (released just before the child binds it).
-pub fn free_port() -> Result<SocketAddr, String> {
+pub(crate) fn free_port() -> Result<SocketAddr, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     listener.local_addr().map_err(|e| format!("address: {e}"))
 }
 
 /// Starts `program args` pinned to `core`, stdout and stderr to `log`, with only `env` of the
 /// settings variables, and waits until `addr` accepts connections.
-pub fn spawn(
+pub(crate) fn spawn(
     core: &str,
     program: &Path,
     args: &[String],
@@ -172,7 +172,7 @@ pub fn spawn(
 }
 
 /// The gateway binary with `args` on a free port, pinned to core 0.
-pub fn gateway(
+pub(crate) fn gateway(
     upstream: &str,
     args: &[&str],
     env: &[(&str, String)],
@@ -204,7 +204,7 @@ pub fn gateway(
 
 /// What h2load sends.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub url: String,
     pub headers: Vec<String>,
     pub body: Option<PathBuf>,
@@ -302,7 +302,7 @@ fn h2load(
 }
 
 /// A scenario: where h2load sends, which process serves it, and which one is its upstream.
-pub struct Scenario<'a> {
+pub(crate) struct Scenario<'a> {
     pub name: String,
     pub target: Target,
     pub server: &'a Proc,
@@ -315,7 +315,7 @@ pub struct Scenario<'a> {
 
 /// Runs each scenario `rounds` times, in interleaved order (forwards, then backwards, …), for
 /// `slice` each, and merges each one's runs.
-pub fn interleaved(
+pub(crate) fn interleaved(
     scenarios: &[Scenario<'_>],
     rounds: usize,
     slice: Duration,
@@ -394,7 +394,7 @@ fn measure(
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
-pub fn tick_us() -> f64 {
+pub(crate) fn tick_us() -> f64 {
     let ticks = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -410,7 +410,7 @@ pub fn tick_us() -> f64 {
 }
 
 /// Prints the table of `rows`.
-pub fn print_rows(rows: &[Row], tick_us: f64) {
+pub(crate) fn print_rows(rows: &[Row], tick_us: f64) {
     println!(
         "| {:<52} | {:>8} | {:>7} | {:>7} | {:>8} | {:>13} | {:>15} | {:>9} | {:>8} | {:>6} |",
         "scenario",
@@ -449,12 +449,12 @@ pub fn print_rows(rows: &[Row], tick_us: f64) {
 }
 
 /// Server CPU per request of `row`, µs.
-pub fn server_us(row: &Row, tick_us: f64) -> f64 {
+pub(crate) fn server_us(row: &Row, tick_us: f64) -> f64 {
     row.per_request(row.server_ticks, tick_us)
 }
 
 /// One gRPC call through `addr` that must answer with `x-cache: expected` (or none).
-pub fn check_call(
+pub(crate) fn check_call(
     rt: &Handle,
     addr: SocketAddr,
     authorization: &AsciiMetadataValue,
@@ -492,7 +492,7 @@ pub fn check_call(
 }
 
 /// The gateway's `/metrics` text.
-pub fn metrics(rt: &Handle, proc: &Proc) -> String {
+pub(crate) fn metrics(rt: &Handle, proc: &Proc) -> String {
     let Some(admin) = proc.admin else {
         return String::new();
     };
@@ -505,7 +505,7 @@ pub fn metrics(rt: &Handle, proc: &Proc) -> String {
 
 /// Starts a loopback OTLP/gRPC receiver on `rt`; the spans it received are counted by the
 /// returned closure.
-pub fn otlp_receiver(rt: &Handle) -> (SocketAddr, impl Fn() -> usize) {
+pub(crate) fn otlp_receiver(rt: &Handle) -> (SocketAddr, impl Fn() -> usize) {
     let (addr, received) = rt.block_on(otlp::grpc_receiver());
     (addr, move || received.spans().len())
 }

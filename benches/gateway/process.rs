@@ -3,20 +3,24 @@
 //! alone: the load generator and the upstream stay in the bench process, and the gateway runs
 //! with the binary's own global allocator. Here: what the RSS phase reads of it.
 
-pub use wnology_testkit::binary::GatewayBinary;
+pub(crate) use wnology_testkit::binary::GatewayBinary;
 
 /// The gateway binary cargo built for this benchmark.
-pub fn gateway_binary() -> &'static std::path::Path {
+pub(crate) fn gateway_binary() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_wnology-gateway"))
 }
 
 /// A field of the process's `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
-pub fn status_bytes(gateway: &GatewayBinary, field: &str) -> Option<u64> {
+pub(crate) fn status_bytes(gateway: &GatewayBinary, field: &str) -> Option<u64> {
     crate::status_kib_of(&format!("/proc/{}/status", gateway.pid()), field).map(|k| k * 1024)
 }
 
 /// One value of the gateway's Prometheus exposition.
-pub async fn metric(gateway: &GatewayBinary, client: &reqwest::Client, name: &str) -> Option<f64> {
+pub(crate) async fn metric(
+    gateway: &GatewayBinary,
+    client: &reqwest::Client,
+    name: &str,
+) -> Option<f64> {
     let text = client
         .get(format!("http://{}/metrics", gateway.admin))
         .send()

@@ -16,7 +16,7 @@ use crate::{
 
 /// What admission checks, built once from the settings.
 #[derive(Debug)]
-pub struct Admission {
+pub(super) struct Admission {
     /// `--max-concurrency`.
     pub budget: ConcurrencyBudget,
     /// Actions refused locally (`--deny-rpcs`).
@@ -25,7 +25,7 @@ pub struct Admission {
 
 /// An admitted call: it holds a slot until it is dropped.
 #[derive(Debug)]
-pub struct Admitted {
+pub(super) struct Admitted {
     /// The call's concurrency slot.
     pub slot: Slot,
     /// The caller's `authorization`, to pass upstream unchanged.
@@ -34,7 +34,7 @@ pub struct Admitted {
 
 impl Admission {
     /// Admits the call, or says why not. A shed call is counted here.
-    pub fn admit(
+    pub(super) fn admit(
         &self,
         route: &Route,
         metadata: &MetadataMap,

@@ -17,7 +17,7 @@ use crate::{
 
 /// A call whose answer may come from, or go to, the cache.
 #[derive(Debug)]
-pub struct CachedRead {
+pub(super) struct CachedRead {
     key: CacheKey,
     ttl: Duration,
     directive: Directive,
@@ -26,7 +26,7 @@ pub struct CachedRead {
 impl CachedRead {
     /// The cache's view of a call of `route` with `message` by `authorization`; `None` when
     /// the route is not cached (or caching is off for its class).
-    pub fn new(
+    pub(super) fn new(
         cache: &ResponseCache,
         route: &'static Route,
         metadata: &MetadataMap,
@@ -48,7 +48,7 @@ impl CachedRead {
 
     /// The hit path: a request whose bytes hit was checked when its answer was loaded, so it
     /// is neither re-encoded to JSON nor resolved again.
-    pub async fn hit(&self, cache: &ResponseCache) -> Option<Answer> {
+    pub(super) async fn hit(&self, cache: &ResponseCache) -> Option<Answer> {
         if self.directive != Directive::Default {
             return None;
         }
@@ -62,7 +62,7 @@ impl CachedRead {
 
     /// A miss (or `no-cache`/`no-store`): runs a load made by `make_load`, once for all identical
     /// concurrent callers, within `timeout`, and stores its answer.
-    pub async fn load_through<M, F>(
+    pub(super) async fn load_through<M, F>(
         self,
         cache: &ResponseCache,
         route: &'static Route,
@@ -90,7 +90,7 @@ impl CachedRead {
 }
 
 /// The organization an id names (lowercased), for the cache's scopes.
-pub fn org_id(id: Option<&Value>) -> Option<[u8; 24]> {
+pub(super) fn org_id(id: Option<&Value>) -> Option<[u8; 24]> {
     let mut id: [u8; 24] = id?.as_str()?.as_bytes().try_into().ok()?;
     id.make_ascii_lowercase();
     Some(id)

@@ -18,7 +18,7 @@ use crate::{
 
 /// One call under observation, from its first byte decoded to its answer.
 #[derive(Debug)]
-pub struct Observation {
+pub(super) struct Observation {
     route: &'static Route,
     started: Instant,
     request_id: RequestId,
@@ -29,7 +29,11 @@ pub struct Observation {
 
 impl Observation {
     /// Starts observing a call: reads or mints its request id and decides its tracing.
-    pub fn start(route: &'static Route, metadata: &MetadataMap, metrics: &Metrics) -> Observation {
+    pub(super) fn start(
+        route: &'static Route,
+        metadata: &MetadataMap,
+        metrics: &Metrics,
+    ) -> Observation {
         let started = Instant::now();
         let request_id = RequestId::from_metadata(metadata);
         // A span only when it is exported and sampled: an unsampled call (and every call with
@@ -50,7 +54,7 @@ impl Observation {
     }
 
     /// Runs the call's work in its span, or in the unsampled trace context.
-    pub async fn run<F: Future>(&mut self, work: F) -> F::Output {
+    pub(super) async fn run<F: Future>(&mut self, work: F) -> F::Output {
         let work = work.instrument(self.span.clone());
         match self.trace.take().unwrap_or(ServerTrace::Off) {
             ServerTrace::Sampled { parent, trace_id } => {
@@ -63,7 +67,7 @@ impl Observation {
     }
 
     /// Records how the call ended: span status, metrics and the access-log line.
-    pub fn finish(
+    pub(super) fn finish(
         self,
         metrics: &Metrics,
         result: &Result<Answer, Arc<GatewayError>>,

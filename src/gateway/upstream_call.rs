@@ -25,7 +25,7 @@ use crate::{
 
 /// One RPC's upstream call, ready to be sent (once, or again by each load that needs it).
 #[derive(Debug)]
-pub struct UpstreamCall {
+pub(super) struct UpstreamCall {
     /// The request as the upstream's JSON (what invalidations read too).
     pub request_json: Value,
     request: Arc<UpstreamRequest>,
@@ -37,7 +37,7 @@ pub struct UpstreamCall {
 
 impl UpstreamCall {
     /// Encodes and resolves the request; bad input is refused here, before any upstream call.
-    pub fn prepare<Req>(
+    pub(super) fn prepare<Req>(
         route: &'static Route,
         message: &Req,
         metadata: &MetadataMap,
@@ -67,7 +67,7 @@ impl UpstreamCall {
 
     /// A load of this call: it owns what it needs, so it may run detached, for several
     /// callers, in the span and context of the call that started it.
-    pub fn load<Resp>(
+    pub(super) fn load<Resp>(
         &self,
         inner: &Arc<Inner>,
         route: &'static Route,

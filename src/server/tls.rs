@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{ServeError, TlsFiles};
 
 /// The acceptor for `files`; `http1` adds `http/1.1` to ALPN beside `h2`.
-pub fn acceptor(files: &TlsFiles, http1: bool) -> Result<TlsAcceptor, ServeError> {
+pub(super) fn acceptor(files: &TlsFiles, http1: bool) -> Result<TlsAcceptor, ServeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&files.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)

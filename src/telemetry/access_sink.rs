@@ -20,7 +20,7 @@ use std::{
 use tracing_subscriber::fmt::MakeWriter;
 
 /// How often the writer thread writes what was logged meanwhile.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+pub(super) const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How long shutdown waits for the last batch to be written to a sink that may be stuck.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -55,17 +55,17 @@ impl State {
 
 /// The request-path side of the access log: a [`MakeWriter`] whose writers append to the batch.
 #[derive(Debug, Clone)]
-pub struct AccessSink {
+pub(super) struct AccessSink {
     state: Arc<State>,
 }
 
 /// Counts lines dropped because the sink did not keep up.
 #[derive(Debug, Clone)]
-pub struct DroppedLines(Arc<State>);
+pub(super) struct DroppedLines(Arc<State>);
 
 impl DroppedLines {
     /// Lines dropped so far.
-    pub fn get(&self) -> u64 {
+    pub(super) fn get(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
     }
 }
@@ -73,14 +73,14 @@ impl DroppedLines {
 /// Stops the writer when dropped, after it wrote what was logged (waiting at most a second for
 /// a stuck sink).
 #[derive(Debug)]
-pub struct FlushGuard {
+pub(super) struct FlushGuard {
     state: Arc<State>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl AccessSink {
     /// Starts the writer thread over `out`; at most `limit` lines wait in memory.
-    pub fn start<W: Write + Send + 'static>(
+    pub(super) fn start<W: Write + Send + 'static>(
         out: W,
         limit: usize,
     ) -> std::io::Result<(AccessSink, DroppedLines, FlushGuard)> {
@@ -176,7 +176,7 @@ impl Drop for FlushGuard {
 
 /// One line's writer; the formatting layer writes each event with one `write_all`.
 #[derive(Debug)]
-pub struct LineWriter<'a>(&'a AccessSink);
+pub(super) struct LineWriter<'a>(&'a AccessSink);
 
 impl Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

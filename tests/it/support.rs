@@ -17,20 +17,20 @@ use wnology_gateway::{
     server::{self, ServeOptions},
 };
 
-pub use wnology_testkit::{
+pub(crate) use wnology_testkit::{
     Answer, RecordingUpstream, binary, faults, isolation::in_own_process, otlp,
 };
 
 /// The gateway binary cargo built for these tests.
-pub fn gateway_binary() -> &'static Path {
+pub(crate) fn gateway_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_wnology-gateway"))
 }
 
 /// The token the tests send.
-pub const TOKEN: &str = "test-token-7f3a";
+pub(crate) const TOKEN: &str = "test-token-7f3a";
 
 /// The real gateway, serving on an ephemeral loopback port.
-pub struct TestGateway {
+pub(crate) struct TestGateway {
     pub addr: SocketAddr,
     /// The gateway's shared state (its cache, for the figures).
     pub gateway: Gateway,
@@ -40,12 +40,12 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts the gateway against `upstream_url` with default settings.
-    pub async fn start(upstream_url: &str) -> TestGateway {
+    pub(crate) async fn start(upstream_url: &str) -> TestGateway {
         Self::start_with(Settings::for_upstream(upstream_url)).await
     }
 
     /// Starts the gateway with `settings` (its `listen` is replaced by an ephemeral port).
-    pub async fn start_with(mut settings: Settings) -> TestGateway {
+    pub(crate) async fn start_with(mut settings: Settings) -> TestGateway {
         settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::bind(&settings).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -71,24 +71,24 @@ impl TestGateway {
         }
     }
 
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         connect(self.addr).await
     }
 
-    pub async fn me(&self) -> MeServiceClient<Channel> {
+    pub(crate) async fn me(&self) -> MeServiceClient<Channel> {
         MeServiceClient::new(self.channel().await)
     }
 
-    pub async fn org(&self) -> OrgServiceClient<Channel> {
+    pub(crate) async fn org(&self) -> OrgServiceClient<Channel> {
         OrgServiceClient::new(self.channel().await)
     }
 
-    pub async fn instance_org(&self) -> InstanceOrgServiceClient<Channel> {
+    pub(crate) async fn instance_org(&self) -> InstanceOrgServiceClient<Channel> {
         InstanceOrgServiceClient::new(self.channel().await)
     }
 
     /// Stops the gateway and waits for it.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -107,13 +107,13 @@ impl Drop for TestGateway {
 }
 
 /// A request carrying `authorization: Bearer TOKEN`.
-pub fn authed<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn authed<T>(message: T) -> tonic::Request<T> {
     with_token(message, TOKEN)
 }
 
 /// `OrgService/Get` of organization `id(n)` with the test token, on a task of its own (for
 /// calls that must be in flight together).
-pub fn spawn_org_get(
+pub(crate) fn spawn_org_get(
     client: &OrgServiceClient<Channel>,
     n: u32,
 ) -> JoinHandle<Result<tonic::Response<proto::Org>, tonic::Status>> {
@@ -128,7 +128,7 @@ pub fn spawn_org_get(
 }
 
 /// A request carrying `authorization: Bearer <token>`.
-pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+pub(crate) fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
@@ -137,12 +137,12 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 }
 
 /// A valid 24-hex id, distinct per `n`.
-pub fn id(n: u32) -> String {
+pub(crate) fn id(n: u32) -> String {
     format!("{n:024x}")
 }
 
 /// A channel to a gateway listening on `addr` (plaintext, connected before returning).
-pub async fn connect(addr: SocketAddr) -> Channel {
+pub(crate) async fn connect(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))

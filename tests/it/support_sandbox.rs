@@ -26,10 +26,10 @@ use wnology_gateway::{
 use crate::support::TestGateway;
 
 /// The `ErrorInfo.domain` of errors the sandbox answered: the upstream host the gateway calls.
-pub const SANDBOX_DOMAIN: &str = "127.0.0.1";
+pub(crate) const SANDBOX_DOMAIN: &str = "127.0.0.1";
 
 /// A sandbox serving on `127.0.0.1:0`, stopped when dropped.
-pub struct RunningSandbox {
+pub(crate) struct RunningSandbox {
     /// Shares state with the served sandbox (for `request_count`).
     pub sandbox: Sandbox,
     /// Where it listens.
@@ -39,7 +39,7 @@ pub struct RunningSandbox {
 
 impl RunningSandbox {
     /// Starts a sandbox with `options` through [`Sandbox::serve`].
-    pub async fn start(options: SandboxOptions) -> RunningSandbox {
+    pub(crate) async fn start(options: SandboxOptions) -> RunningSandbox {
         let sandbox = Sandbox::new(options).expect("the built-in seed is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -62,7 +62,7 @@ impl RunningSandbox {
 
     /// Starts a sandbox whose router is wrapped in a layer that records every exchange (the raw
     /// response body exactly as the sandbox wrote it).
-    pub async fn start_recording(options: SandboxOptions) -> (RunningSandbox, ExchangeLog) {
+    pub(crate) async fn start_recording(options: SandboxOptions) -> (RunningSandbox, ExchangeLog) {
         let sandbox = Sandbox::new(options).expect("the built-in seed is valid");
         let log = ExchangeLog::default();
         let router = sandbox
@@ -88,12 +88,12 @@ impl RunningSandbox {
     }
 
     /// The base URL the gateway is given.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// HTTP requests the sandbox has received so far.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.sandbox.request_count()
     }
 }
@@ -108,7 +108,7 @@ impl Drop for RunningSandbox {
 
 /// One HTTP exchange the sandbox served.
 #[derive(Debug, Clone)]
-pub struct Exchange {
+pub(crate) struct Exchange {
     pub method: String,
     /// Path and query, exactly as received.
     pub path_and_query: String,
@@ -119,11 +119,11 @@ pub struct Exchange {
 
 /// The exchanges recorded by [`RunningSandbox::start_recording`].
 #[derive(Debug, Clone, Default)]
-pub struct ExchangeLog(Arc<Mutex<Vec<Exchange>>>);
+pub(crate) struct ExchangeLog(Arc<Mutex<Vec<Exchange>>>);
 
 impl ExchangeLog {
     /// Removes and returns everything recorded so far.
-    pub fn take(&self) -> Vec<Exchange> {
+    pub(crate) fn take(&self) -> Vec<Exchange> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
@@ -150,31 +150,31 @@ async fn record(State(log): State<ExchangeLog>, request: Request, next: Next) ->
 }
 
 /// A sandbox with the built-in seed and the real gateway (default settings) in front of it.
-pub struct Stack {
+pub(crate) struct Stack {
     pub upstream: RunningSandbox,
     pub gateway: TestGateway,
 }
 
 impl Stack {
     /// The built-in seed, invitations valid for 7 days.
-    pub async fn start() -> Stack {
+    pub(crate) async fn start() -> Stack {
         Stack::start_with(SandboxOptions::default()).await
     }
 
     /// A sandbox started with `options`.
-    pub async fn start_with(options: SandboxOptions) -> Stack {
+    pub(crate) async fn start_with(options: SandboxOptions) -> Stack {
         let upstream = RunningSandbox::start(options).await;
         let gateway = TestGateway::start_with(Settings::for_upstream(upstream.url())).await;
         Stack { upstream, gateway }
     }
 
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         self.gateway.channel().await
     }
 }
 
 /// Invitations that expire `ttl` after they are made.
-pub fn invite_ttl(ttl: Duration) -> SandboxOptions {
+pub(crate) fn invite_ttl(ttl: Duration) -> SandboxOptions {
     SandboxOptions {
         invite_ttl: ttl,
         ..SandboxOptions::default()
@@ -183,7 +183,7 @@ pub fn invite_ttl(ttl: Duration) -> SandboxOptions {
 
 /// A request with `authorization: Bearer <token>` and `cache-control: no-cache` (read through
 /// the cache to the upstream).
-pub fn uncached<T>(message: T, token: &str) -> tonic::Request<T> {
+pub(crate) fn uncached<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = crate::support::with_token(message, token);
     request
         .metadata_mut()
@@ -192,7 +192,7 @@ pub fn uncached<T>(message: T, token: &str) -> tonic::Request<T> {
 }
 
 /// The `x-cache` metadata of a reply (`hit`, `miss`, `bypass`), or `-` when there is none.
-pub fn x_cache<T>(response: &tonic::Response<T>) -> String {
+pub(crate) fn x_cache<T>(response: &tonic::Response<T>) -> String {
     response
         .metadata()
         .get("x-cache")
@@ -203,7 +203,7 @@ pub fn x_cache<T>(response: &tonic::Response<T>) -> String {
 
 /// Unwraps a reply, naming the RPC on failure.
 #[track_caller]
-pub fn ok<T>(what: &str, reply: Result<tonic::Response<T>, Status>) -> tonic::Response<T> {
+pub(crate) fn ok<T>(what: &str, reply: Result<tonic::Response<T>, Status>) -> tonic::Response<T> {
     reply.unwrap_or_else(|status| {
         panic!(
             "{what}: expected success, got {:?}: {}",
@@ -215,7 +215,10 @@ pub fn ok<T>(what: &str, reply: Result<tonic::Response<T>, Status>) -> tonic::Re
 
 /// The error of a reply that must have failed.
 #[track_caller]
-pub fn err<T: std::fmt::Debug>(what: &str, reply: Result<tonic::Response<T>, Status>) -> Status {
+pub(crate) fn err<T: std::fmt::Debug>(
+    what: &str,
+    reply: Result<tonic::Response<T>, Status>,
+) -> Status {
     match reply {
         Ok(response) => panic!("{what}: expected an error, got {response:?}"),
         Err(status) => status,
@@ -226,7 +229,7 @@ pub fn err<T: std::fmt::Debug>(what: &str, reply: Result<tonic::Response<T>, Sta
 /// upstream's message kept verbatim, and the `ErrorInfo` (reason = upstream type in
 /// UPPER_SNAKE, domain = upstream host, `http_status`, `upstream_type`).
 #[track_caller]
-pub fn assert_upstream_error(
+pub(crate) fn assert_upstream_error(
     status: &Status,
     code: Code,
     http_status: u16,
@@ -256,7 +259,7 @@ pub fn assert_upstream_error(
 
 /// Like [`assert_upstream_error`] for a message that is only known to contain `part`.
 #[track_caller]
-pub fn assert_upstream_error_containing(
+pub(crate) fn assert_upstream_error_containing(
     status: &Status,
     code: Code,
     http_status: u16,
@@ -272,7 +275,7 @@ pub fn assert_upstream_error_containing(
 }
 
 /// The `ErrorInfo.reason` of a status.
-pub fn reason(status: &Status) -> String {
+pub(crate) fn reason(status: &Status) -> String {
     status
         .get_error_details()
         .error_info()
@@ -281,6 +284,6 @@ pub fn reason(status: &Status) -> String {
 }
 
 /// Whether `text` is a 24 character hex id.
-pub fn is_id(text: &str) -> bool {
+pub(crate) fn is_id(text: &str) -> bool {
     text.len() == 24 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -7,10 +7,10 @@
 //! as the upstream intends).
 
 /// `authedUser.json`.
-pub const AUTHED_USER: &[&str] = &["userId", "token", "needsToVerifyEmail", "orgId"];
+pub(crate) const AUTHED_USER: &[&str] = &["userId", "token", "needsToVerifyEmail", "orgId"];
 
 /// `changePassword.json`.
-pub const CHANGE_PASSWORD: &[&str] = &[
+pub(crate) const CHANGE_PASSWORD: &[&str] = &[
     "twoFactorCode",
     "password",
     "newPassword",
@@ -19,7 +19,7 @@ pub const CHANGE_PASSWORD: &[&str] = &[
 ];
 
 /// `deviceCounts.json`.
-pub const DEVICE_COUNTS: &[&str] = &[
+pub(crate) const DEVICE_COUNTS: &[&str] = &[
     "start",
     "end",
     "counts[]",
@@ -30,10 +30,10 @@ pub const DEVICE_COUNTS: &[&str] = &[
 ];
 
 /// `error.json`.
-pub const ERROR: &[&str] = &["type", "message"];
+pub(crate) const ERROR: &[&str] = &["type", "message"];
 
 /// `instanceOrg.json`.
-pub const INSTANCE_ORG: &[&str] = &[
+pub(crate) const INSTANCE_ORG: &[&str] = &[
     "creationDate",
     "lastUpdated",
     "name",
@@ -154,7 +154,7 @@ pub const INSTANCE_ORG: &[&str] = &[
 ];
 
 /// `instanceOrgPatch.json`.
-pub const INSTANCE_ORG_PATCH: &[&str] = &[
+pub(crate) const INSTANCE_ORG_PATCH: &[&str] = &[
     "name",
     "description",
     "iconColor",
@@ -208,7 +208,7 @@ pub const INSTANCE_ORG_PATCH: &[&str] = &[
 ];
 
 /// `me.json`.
-pub const ME: &[&str] = &[
+pub(crate) const ME: &[&str] = &[
     "id",
     "userId",
     "creationDate",
@@ -343,7 +343,7 @@ pub const ME: &[&str] = &[
 ];
 
 /// `mePatch.json`.
-pub const ME_PATCH: &[&str] = &[
+pub(crate) const ME_PATCH: &[&str] = &[
     "email",
     "firstName",
     "lastName",
@@ -360,16 +360,17 @@ pub const ME_PATCH: &[&str] = &[
 ];
 
 /// `multiFactorAuthDisable.json`.
-pub const MULTI_FACTOR_AUTH_DISABLE: &[&str] = &["twoFactorCode", "password"];
+pub(crate) const MULTI_FACTOR_AUTH_DISABLE: &[&str] = &["twoFactorCode", "password"];
 
 /// `multiFactorAuthEnable.json`.
-pub const MULTI_FACTOR_AUTH_ENABLE: &[&str] = &["twoFactorAuthKey", "password", "twoFactorCode"];
+pub(crate) const MULTI_FACTOR_AUTH_ENABLE: &[&str] =
+    &["twoFactorAuthKey", "password", "twoFactorCode"];
 
 /// `multiFactorAuthInfo.json`.
-pub const MULTI_FACTOR_AUTH_INFO: &[&str] = &["key", "keyUri"];
+pub(crate) const MULTI_FACTOR_AUTH_INFO: &[&str] = &["key", "keyUri"];
 
 /// `notebookMinuteCounts.json`.
-pub const NOTEBOOK_MINUTE_COUNTS: &[&str] = &[
+pub(crate) const NOTEBOOK_MINUTE_COUNTS: &[&str] = &[
     "start",
     "end",
     "counts[]",
@@ -382,7 +383,7 @@ pub const NOTEBOOK_MINUTE_COUNTS: &[&str] = &[
 ];
 
 /// `org.json`.
-pub const ORG: &[&str] = &[
+pub(crate) const ORG: &[&str] = &[
     "id",
     "orgId",
     "creationDate",
@@ -511,10 +512,10 @@ pub const ORG: &[&str] = &[
 ];
 
 /// `orgInviteActionUser.json`.
-pub const ORG_INVITE_ACTION_USER: &[&str] = &["action"];
+pub(crate) const ORG_INVITE_ACTION_USER: &[&str] = &["action"];
 
 /// `orgInvitePost.json`.
-pub const ORG_INVITE_POST: &[&str] = &[
+pub(crate) const ORG_INVITE_POST: &[&str] = &[
     "email",
     "role",
     "applicationRoles[]",
@@ -527,10 +528,10 @@ pub const ORG_INVITE_POST: &[&str] = &[
 ];
 
 /// `orgInviteResultUser.json`.
-pub const ORG_INVITE_RESULT_USER: &[&str] = &["result", "orgId"];
+pub(crate) const ORG_INVITE_RESULT_USER: &[&str] = &["result", "orgId"];
 
 /// `orgInviteUser.json`.
-pub const ORG_INVITE_USER: &[&str] = &[
+pub(crate) const ORG_INVITE_USER: &[&str] = &[
     "orgName",
     "role",
     "requiresMFA",
@@ -544,7 +545,7 @@ pub const ORG_INVITE_USER: &[&str] = &[
 ];
 
 /// `orgInvites.json`.
-pub const ORG_INVITES: &[&str] = &[
+pub(crate) const ORG_INVITES: &[&str] = &[
     "[]",
     "[].id",
     "[].email",
@@ -562,7 +563,7 @@ pub const ORG_INVITES: &[&str] = &[
 ];
 
 /// `orgInvitesUser.json`.
-pub const ORG_INVITES_USER: &[&str] = &[
+pub(crate) const ORG_INVITES_USER: &[&str] = &[
     "[]",
     "[].orgName",
     "[].role",
@@ -577,7 +578,7 @@ pub const ORG_INVITES_USER: &[&str] = &[
 ];
 
 /// `orgMemberPatch.json`.
-pub const ORG_MEMBER_PATCH: &[&str] = &[
+pub(crate) const ORG_MEMBER_PATCH: &[&str] = &[
     "userId",
     "role",
     "applicationRoles[]",
@@ -589,7 +590,7 @@ pub const ORG_MEMBER_PATCH: &[&str] = &[
 ];
 
 /// `orgPatch.json`.
-pub const ORG_PATCH: &[&str] = &[
+pub(crate) const ORG_PATCH: &[&str] = &[
     "name",
     "description",
     "planId",
@@ -600,7 +601,7 @@ pub const ORG_PATCH: &[&str] = &[
 ];
 
 /// `orgPost.json`.
-pub const ORG_POST: &[&str] = &[
+pub(crate) const ORG_POST: &[&str] = &[
     "name",
     "description",
     "planId",
@@ -611,7 +612,7 @@ pub const ORG_POST: &[&str] = &[
 ];
 
 /// `orgs.json`.
-pub const ORGS: &[&str] = &[
+pub(crate) const ORGS: &[&str] = &[
     "items[]",
     "items[].id",
     "items[].orgId",
@@ -749,7 +750,7 @@ pub const ORGS: &[&str] = &[
 ];
 
 /// `payloadCountsBreakdown.json`.
-pub const PAYLOAD_COUNTS_BREAKDOWN: &[&str] = &[
+pub(crate) const PAYLOAD_COUNTS_BREAKDOWN: &[&str] = &[
     "start",
     "end",
     "counts[]",
@@ -758,7 +759,7 @@ pub const PAYLOAD_COUNTS_BREAKDOWN: &[&str] = &[
 ];
 
 /// `payloadStats.json`.
-pub const PAYLOAD_STATS: &[&str] = &[
+pub(crate) const PAYLOAD_STATS: &[&str] = &[
     "appFile{}",
     "dataTable{}",
     "deviceCreate{}",
@@ -781,10 +782,10 @@ pub const PAYLOAD_STATS: &[&str] = &[
 ];
 
 /// `recentItem.json`.
-pub const RECENT_ITEM: &[&str] = &["itemType", "parentId", "itemId"];
+pub(crate) const RECENT_ITEM: &[&str] = &["itemType", "parentId", "itemId"];
 
 /// `recentItemList.json`.
-pub const RECENT_ITEM_LIST: &[&str] = &[
+pub(crate) const RECENT_ITEM_LIST: &[&str] = &[
     "itemType",
     "parentId",
     "items[]",
@@ -793,7 +794,7 @@ pub const RECENT_ITEM_LIST: &[&str] = &[
 ];
 
 /// `resourceTransfer.json`.
-pub const RESOURCE_TRANSFER: &[&str] = &[
+pub(crate) const RESOURCE_TRANSFER: &[&str] = &[
     "destinationId",
     "destinationType",
     "applicationIds[]",
@@ -802,10 +803,10 @@ pub const RESOURCE_TRANSFER: &[&str] = &[
 ];
 
 /// `success.json`.
-pub const SUCCESS: &[&str] = &["success"];
+pub(crate) const SUCCESS: &[&str] = &["success"];
 
 /// `userCredentials.json`.
-pub const USER_CREDENTIALS: &[&str] = &[
+pub(crate) const USER_CREDENTIALS: &[&str] = &[
     "email",
     "password",
     "twoFactorCode",
@@ -814,7 +815,7 @@ pub const USER_CREDENTIALS: &[&str] = &[
 ];
 
 /// The inventory of every schema, by schema name.
-pub const SCHEMAS: [(&str, &[&str]); 30] = [
+pub(crate) const SCHEMAS: [(&str, &[&str]); 30] = [
     ("authedUser", AUTHED_USER),
     ("changePassword", CHANGE_PASSWORD),
     ("deviceCounts", DEVICE_COUNTS),

@@ -2,7 +2,7 @@
 //! of every schema's property paths, and the check that a fixture fills exactly those paths.
 #![allow(dead_code)]
 
-pub mod inventory;
+pub(crate) mod inventory;
 
 use std::collections::BTreeSet;
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 macro_rules! fixtures {
     ($($name:literal),* $(,)?) => {
         /// Every fixture, by schema name, embedded at build time.
-        pub const FIXTURES: &[(&str, &str)] = &[
+        pub(crate) const FIXTURES: &[(&str, &str)] = &[
             $(($name, include_str!(concat!("../../fixtures/", $name, ".json")))),*
         ];
     };
@@ -51,7 +51,7 @@ fixtures!(
 );
 
 /// The raw text of the fixture of `schema`.
-pub fn fixture_text(schema: &str) -> &'static str {
+pub(crate) fn fixture_text(schema: &str) -> &'static str {
     FIXTURES
         .iter()
         .find(|(name, _)| *name == schema)
@@ -60,18 +60,18 @@ pub fn fixture_text(schema: &str) -> &'static str {
 }
 
 /// The fixture of `schema`, as bytes (what the upstream sends).
-pub fn fixture_bytes(schema: &str) -> &'static [u8] {
+pub(crate) fn fixture_bytes(schema: &str) -> &'static [u8] {
     fixture_text(schema).as_bytes()
 }
 
 /// The fixture of `schema`, parsed.
-pub fn fixture(schema: &str) -> Value {
+pub(crate) fn fixture(schema: &str) -> Value {
     serde_json::from_str(fixture_text(schema))
         .unwrap_or_else(|e| panic!("fixture {schema} is not JSON: {e}"))
 }
 
 /// The property paths of `schema`.
-pub fn inventory(schema: &str) -> &'static [&'static str] {
+pub(crate) fn inventory(schema: &str) -> &'static [&'static str] {
     inventory::SCHEMAS
         .iter()
         .find(|(name, _)| *name == schema)
@@ -149,7 +149,7 @@ impl Walker<'_> {
 
 /// How a fixture departs from its schema's inventory.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Gaps {
+pub(crate) struct Gaps {
     /// Inventory paths the fixture does not fill.
     pub missing: Vec<String>,
     /// Inventory paths that no *first* array item fills (every array's first item is meant to
@@ -162,7 +162,7 @@ pub struct Gaps {
 }
 
 /// Compares the paths `json` fills with the inventory of `schema`.
-pub fn inventory_gaps(schema: &str, json: &Value) -> Gaps {
+pub(crate) fn inventory_gaps(schema: &str, json: &Value) -> Gaps {
     let expected: BTreeSet<String> = inventory(schema).iter().map(|p| p.to_string()).collect();
     assert_eq!(
         expected.len(),
@@ -203,7 +203,7 @@ pub fn inventory_gaps(schema: &str, json: &Value) -> Gaps {
 /// Checks that `json` fills every path of `schema`'s inventory (arrays and maps non-empty, the
 /// first item of every array complete) and no path outside it; panics with the differences.
 #[track_caller]
-pub fn assert_covers_inventory(schema: &str, json: &Value) {
+pub(crate) fn assert_covers_inventory(schema: &str, json: &Value) {
     let gaps = inventory_gaps(schema, json);
     assert_eq!(
         gaps,
