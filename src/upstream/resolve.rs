@@ -45,7 +45,26 @@ pub struct UpstreamRequest {
 pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, GatewayError> {
     let empty = Map::new();
     let fields = request.as_object().unwrap_or(&empty);
+    let path = path(route, fields)?;
+    let (query, longest) = query(route, fields)?;
+    if path.len() + 1 + query.len() > MAX_PATH_AND_QUERY_BYTES {
+        let field = longest.map_or_else(|| "request".to_string(), field_name);
+        return Err(GatewayError::invalid(
+            field,
+            format!(
+                "makes the upstream URL longer than {MAX_PATH_AND_QUERY_BYTES} bytes; send less"
+            ),
+        ));
+    }
+    Ok(UpstreamRequest {
+        method: route.method.clone(),
+        path_and_query: format!("{path}?{query}"),
+        body: body(route, fields)?,
+    })
+}
 
+/// The path template with each `{id}` filled from its (checked) request field.
+fn path(route: &Route, fields: &Map<String, Value>) -> Result<String, GatewayError> {
     let mut path = String::with_capacity(route.path.len() + 48);
     for segment in route.path.split('/').skip(1) {
         path.push('/');
@@ -58,9 +77,16 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
             None => path.push_str(segment),
         }
     }
+    Ok(path)
+}
 
+/// The global parameters, then the route's in order; and the parameter that added most (to
+/// name it when the URL is too long).
+fn query<'r>(
+    route: &'r Route,
+    fields: &Map<String, Value>,
+) -> Result<(String, Option<&'r str>), GatewayError> {
     let mut query = String::from(GLOBAL_QUERY);
-    // The field that adds most to the query string, named when the URL is too long.
     let mut longest: Option<(&str, usize)> = None;
     for param in route.query {
         let value = fields.get(param.name);
@@ -80,53 +106,39 @@ pub fn resolve(route: &Route, request: &Value) -> Result<UpstreamRequest, Gatewa
             longest = Some((param.name, added));
         }
     }
-    if path.len() + 1 + query.len() > MAX_PATH_AND_QUERY_BYTES {
-        let field = longest.map_or_else(|| "request".to_string(), |(name, _)| field_name(name));
+    Ok((query, longest.map(|(name, _)| name)))
+}
+
+/// The JSON body: the request's `body` (checked, with `clear_mask`'s lists added), `{}` for
+/// an action without one, none for GET.
+fn body(route: &Route, fields: &Map<String, Value>) -> Result<Option<Bytes>, GatewayError> {
+    let Some(spec) = route.body else {
+        return Ok((route.method != Method::GET).then(|| Bytes::from_static(b"{}")));
+    };
+    let Some(body) = fields.get("body").filter(|b| b.is_object()) else {
+        return Err(GatewayError::invalid("body", "is required"));
+    };
+    if let Some(path) = null_path(body, "body") {
         return Err(GatewayError::invalid(
-            field,
-            format!(
-                "makes the upstream URL longer than {MAX_PATH_AND_QUERY_BYTES} bytes; send less"
-            ),
+            path,
+            "is set but empty (a oneof with no member)",
         ));
     }
-
-    let body = match route.body {
-        Some(spec) => {
-            let Some(body) = fields.get("body").filter(|b| b.is_object()) else {
-                return Err(GatewayError::invalid("body", "is required"));
-            };
-            if let Some(path) = null_path(body, "body") {
-                return Err(GatewayError::invalid(
-                    path,
-                    "is set but empty (a oneof with no member)",
-                ));
-            }
-            for required in spec.required_fields {
-                if body.get(required).is_none_or(Value::is_null) {
-                    return Err(GatewayError::invalid(
-                        format!("body.{}", field_name(required)),
-                        "is required",
-                    ));
-                }
-            }
-            let clear = mask_paths(fields.get("clearMask"));
-            if clear.is_empty() {
-                Some(Bytes::from(body.to_string()))
-            } else {
-                let mut body = body.clone();
-                clear_lists(route, &clear, &mut body)?;
-                Some(Bytes::from(body.to_string()))
-            }
+    for required in spec.required_fields {
+        if body.get(required).is_none_or(Value::is_null) {
+            return Err(GatewayError::invalid(
+                format!("body.{}", field_name(required)),
+                "is required",
+            ));
         }
-        None if route.method == Method::GET => None,
-        None => Some(Bytes::from_static(b"{}")),
-    };
-
-    Ok(UpstreamRequest {
-        method: route.method.clone(),
-        path_and_query: format!("{path}?{query}"),
-        body,
-    })
+    }
+    let clear = mask_paths(fields.get("clearMask"));
+    if clear.is_empty() {
+        return Ok(Some(Bytes::from(body.to_string())));
+    }
+    let mut body = body.clone();
+    clear_lists(route, &clear, &mut body)?;
+    Ok(Some(Bytes::from(body.to_string())))
 }
 
 /// The paths of a `FieldMask` in a request's JSON form (`{"paths": [...]}` as pbjson writes it,
