@@ -11,7 +11,7 @@ use wnology_gateway::{
     config::{Cli, Command, ProcessEnv, Settings},
     gateway::Gateway,
     routes, server,
-    telemetry::{LogOptions, Telemetry},
+    telemetry::{LogOptions, Telemetry, Tracing},
 };
 #[cfg(feature = "sandbox")]
 use wnology_gateway::{
@@ -59,7 +59,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "sandbox")]
         Some(Command::Sandbox(args)) => run_sandbox(args).await,
-        Some(Command::Routes | Command::Settings) | None => run_gateway(cli.settings).await,
+        Some(Command::Routes | Command::Settings) | None => {
+            run_gateway(cli.settings, telemetry.tracing()).await
+        }
     };
     telemetry.shutdown();
     match result {
@@ -73,7 +75,10 @@ async fn main() -> ExitCode {
 }
 
 #[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
-async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+async fn run_gateway(
+    mut settings: Settings,
+    tracing: Tracing,
+) -> Result<(), Box<dyn std::error::Error>> {
     // `signalled` starts the gateway's drain; `finished` stops what must outlive the drain
     // (the admin listener, the embedded sandbox).
     let (signal, signalled) = watch::channel(false);
@@ -94,7 +99,7 @@ async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::E
     } else {
         None
     };
-    let gateway = Gateway::new(&settings)?;
+    let gateway = Gateway::with_tracing(&settings, tracing)?;
     let listener = server::bind(&settings).await?;
     let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen).await?;
     tracing::info!(

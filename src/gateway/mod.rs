@@ -30,6 +30,7 @@ use crate::{
     overload::ConcurrencyBudget,
     reply::Encoded,
     routes::{self, CacheClass, Route},
+    telemetry::Tracing,
     upstream::{UpstreamClient, UpstreamConfigError},
 };
 
@@ -63,6 +64,8 @@ struct Inner {
     cache: ResponseCache,
     metrics: Arc<Metrics>,
     admission: Admission,
+    /// Whether and how the gateway traces its calls.
+    tracing: Tracing,
 }
 
 /// Why the gateway could not be built from its settings.
@@ -110,15 +113,21 @@ struct Answer {
 }
 
 impl Gateway {
-    /// Builds the gateway from its settings.
+    /// Builds the gateway from its settings, not tracing its calls.
     pub fn new(settings: &Settings) -> Result<Gateway, BuildError> {
+        Gateway::with_tracing(settings, Tracing::off())
+    }
+
+    /// Builds the gateway from its settings, tracing its calls as `tracing` says (see
+    /// [`crate::telemetry::Telemetry::tracing`]).
+    pub fn with_tracing(settings: &Settings, tracing: Tracing) -> Result<Gateway, BuildError> {
         json::check_descriptors().map_err(BuildError::Descriptors)?;
         let admission = Admission {
             budget: ConcurrencyBudget::new(settings.max_concurrency),
             denied: deny_list(&settings.deny_rpcs)?,
         };
         let metrics = Arc::new(Metrics::new());
-        let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?;
+        let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?.traced(&tracing);
         let cache = ResponseCache::new(CachePolicy {
             max_bytes: settings.cache_max_bytes,
             usage_ttl: settings.cache_usage_ttl,
@@ -130,6 +139,7 @@ impl Gateway {
             cache,
             metrics,
             admission,
+            tracing,
         });
         let observed = Arc::downgrade(&inner);
         inner.metrics.observe_cache(move || {
@@ -162,7 +172,8 @@ impl Gateway {
         Resp: UpstreamJson + Send + Sync + 'static,
     {
         let (metadata, _, message) = request.into_parts();
-        let mut observation = Observation::start(route, &metadata, &self.inner.metrics);
+        let inner = &self.inner;
+        let mut observation = Observation::start(route, &metadata, &inner.metrics, &inner.tracing);
         let result = observation
             .run(self.serve::<Req, Resp>(route, &metadata, &message))
             .await;
@@ -197,13 +208,7 @@ impl Gateway {
             return Ok(hit);
         }
         let authorization = admitted.authorization.clone();
-        let call = UpstreamCall::prepare(
-            route,
-            message,
-            metadata,
-            authorization,
-            inner.upstream_timeout,
-        )?;
+        let call = UpstreamCall::prepare(route, message, metadata, authorization, inner)?;
         let load = || call.load::<Resp>(inner, route);
         if let Some(read) = cached {
             return read

@@ -13,7 +13,7 @@ use crate::{
     error::{GatewayError, code_name},
     metrics::{InFlight, Metrics, RpcLabels},
     routes::Route,
-    telemetry::ServerTrace,
+    telemetry::{ServerTrace, Tracing},
 };
 
 /// One call under observation, from its first byte decoded to its answer.
@@ -33,12 +33,13 @@ impl Observation {
         route: &'static Route,
         metadata: &MetadataMap,
         metrics: &Metrics,
+        tracing: &Tracing,
     ) -> Observation {
         let started = Instant::now();
         let request_id = RequestId::from_metadata(metadata);
         // A span only when it is exported and sampled: an unsampled call (and every call with
         // export off) creates none, and runs in a context that still carries the trace.
-        let trace = ServerTrace::decide(metadata, route.full_method());
+        let trace = ServerTrace::decide(tracing, metadata, route.full_method());
         let span = match trace {
             ServerTrace::Sampled { .. } => server_span(route, &request_id),
             _ => tracing::Span::none(),

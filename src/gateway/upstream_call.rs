@@ -42,7 +42,7 @@ impl UpstreamCall {
         message: &Req,
         metadata: &MetadataMap,
         authorization: HeaderValue,
-        configured_timeout: Duration,
+        inner: &Inner,
     ) -> Result<UpstreamCall, GatewayError>
     where
         Req: prost::Message + prost::Name + Serialize,
@@ -51,7 +51,7 @@ impl UpstreamCall {
             json::to_json_value(message).map_err(|e| unencodable_request(message, e))?;
         let request = Arc::new(upstream::resolve(route, &request_json)?);
         // When the gateway traces, the upstream gets the gateway's client span instead.
-        let trace = Arc::new(if telemetry::exporting() {
+        let trace = Arc::new(if inner.tracing.exporting() {
             Vec::new()
         } else {
             telemetry::caller_trace_headers(metadata)
@@ -60,7 +60,7 @@ impl UpstreamCall {
             request_json,
             request,
             authorization,
-            timeout: deadline::upstream_timeout(metadata, configured_timeout),
+            timeout: deadline::upstream_timeout(metadata, inner.upstream_timeout),
             trace,
         })
     }

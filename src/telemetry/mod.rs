@@ -24,8 +24,8 @@ mod trace;
 pub use access::{ACCESS_LOG_BUFFER_LINES, ACCESS_TARGET, access_log_dropped};
 pub use otlp::{OtlpProtocol, OtlpSettings, SamplerSetting};
 pub use trace::{
-    SEMCONV_SCHEMA_URL, ServerTrace, TRACE_HEADERS, caller_trace_headers, exporting,
-    extract_context, inject_context,
+    SEMCONV_SCHEMA_URL, ServerTrace, TRACE_HEADERS, Tracing, caller_trace_headers, extract_context,
+    inject_context,
 };
 
 use std::io::{IsTerminal, Write};
@@ -109,6 +109,7 @@ impl LogOptions {
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    tracing: Tracing,
     /// Writes what is left of the access log when dropped.
     access_log: Option<access_sink::FlushGuard>,
 }
@@ -186,13 +187,19 @@ impl Telemetry {
             );
         }
         tracing_subscriber::registry().with(layers).try_init()?;
-        if let Some(otlp) = &otlp {
-            trace::start_sampling(otlp.sampler.sampler());
-        }
+        let tracing = otlp.map_or_else(Tracing::off, |otlp| {
+            Tracing::exporting_with(otlp.sampler.sampler())
+        });
         Ok(Telemetry {
             provider,
+            tracing,
             access_log: guard,
         })
+    }
+
+    /// How the gateway traces its calls (hand it to [`crate::gateway::Gateway::with_tracing`]).
+    pub fn tracing(&self) -> Tracing {
+        self.tracing.clone()
     }
 
     /// Exports every finished span now.

@@ -3,10 +3,7 @@
 
 use std::{
     cell::Cell,
-    sync::{
-        LazyLock, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, LazyLock},
 };
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -41,20 +38,31 @@ pub const SEMCONV_SCHEMA_URL: &str = opentelemetry_semantic_conventions::SCHEMA_
 /// trace itself.
 pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
-static EXPORTING: AtomicBool = AtomicBool::new(false);
-
-/// Whether spans are being exported (so the gateway is a hop of its own in the trace).
-pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
+/// Whether the gateway traces itself, and how it samples: handed to the gateway by
+/// [`super::Telemetry::tracing`] (export on) or [`Tracing::off`]. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Tracing {
+    /// The configured sampler, consulted once per RPC before any span exists; `None` when
+    /// spans are not exported.
+    sampler: Option<Arc<Sampler>>,
 }
 
-/// The configured sampler, consulted once per RPC before any span exists.
-static SAMPLER: OnceLock<Sampler> = OnceLock::new();
+impl Tracing {
+    /// No export: no spans; the caller's trace headers go upstream unchanged.
+    pub fn off() -> Tracing {
+        Tracing::default()
+    }
 
-/// Turns the gateway's own tracing on with `sampler` (once export is set up).
-pub(super) fn start_sampling(sampler: Sampler) {
-    let _ = SAMPLER.set(sampler);
-    EXPORTING.store(true, Ordering::Relaxed);
+    pub(super) fn exporting_with(sampler: Sampler) -> Tracing {
+        Tracing {
+            sampler: Some(Arc::new(sampler)),
+        }
+    }
+
+    /// Whether spans are being exported (so the gateway is a hop of its own in the trace).
+    pub fn exporting(&self) -> bool {
+        self.sampler.is_some()
+    }
 }
 
 thread_local! {
@@ -92,8 +100,12 @@ static EXTRACTOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
 impl ServerTrace {
     /// Reads the caller's trace context from `metadata` and asks the configured sampler about
     /// the server span `name`.
-    pub fn decide(metadata: &MetadataMap, name: impl std::fmt::Display) -> ServerTrace {
-        let Some(sampler) = SAMPLER.get() else {
+    pub fn decide(
+        tracing: &Tracing,
+        metadata: &MetadataMap,
+        name: impl std::fmt::Display,
+    ) -> ServerTrace {
+        let Some(sampler) = tracing.sampler.as_deref() else {
             return ServerTrace::Off;
         };
         let name = name.to_string();

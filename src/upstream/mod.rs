@@ -47,6 +47,8 @@ pub struct UpstreamClient {
     base: reqwest::Url,
     /// The base URL's own path, before each request's path.
     base_path: String,
+    /// Whether the gateway exports spans (see [`UpstreamClient::traced`]).
+    exporting: bool,
     /// The base URL without any user:password, for spans and logs.
     redacted_base_url: String,
     domain: String,
@@ -117,6 +119,7 @@ impl UpstreamClient {
             http,
             base,
             base_path,
+            exporting: false,
             redacted_base_url,
             domain,
             port,
@@ -132,6 +135,13 @@ impl UpstreamClient {
             })),
             metrics,
         })
+    }
+
+    /// Puts the gateway's own client spans' trace context on upstream requests (when the
+    /// gateway exports spans) instead of forwarding the caller's.
+    pub fn traced(mut self, tracing: &telemetry::Tracing) -> UpstreamClient {
+        self.exporting = tracing.exporting();
+        self
     }
 
     /// The upstream host, the `domain` of upstream errors.
@@ -309,7 +319,7 @@ impl UpstreamClient {
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert("accept-version", self.accept_version.clone());
         headers.insert(header::AUTHORIZATION, authorization.clone());
-        if telemetry::exporting() {
+        if self.exporting {
             telemetry::inject_context(span, &mut headers);
         } else {
             for (name, value) in caller_trace {

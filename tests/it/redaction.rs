@@ -63,7 +63,11 @@ async fn the_token_never_appears_in_logs_spans_or_metrics() {
         ),
     })
     .await;
-    let gateway = TestGateway::start(&upstream.url()).await;
+    let gateway = TestGateway::start_traced(
+        wnology_gateway::config::Settings::for_upstream(upstream.url()),
+        telemetry.tracing(),
+    )
+    .await;
     let mut org = gateway.org().await;
     for _ in 0..2 {
         org.get(with_token(

@@ -15,6 +15,7 @@ use wnology_gateway::{
         me_service_client::MeServiceClient, org_service_client::OrgServiceClient,
     },
     server::{self, ServeOptions},
+    telemetry::Tracing,
 };
 
 pub(crate) use wnology_testkit::{
@@ -45,12 +46,18 @@ impl TestGateway {
     }
 
     /// Starts the gateway with `settings` (its `listen` is replaced by an ephemeral port).
-    pub(crate) async fn start_with(mut settings: Settings) -> TestGateway {
+    pub(crate) async fn start_with(settings: Settings) -> TestGateway {
+        Self::start_traced(settings, Tracing::off()).await
+    }
+
+    /// Starts the gateway with `settings`, tracing its calls as `tracing` says (the
+    /// `Telemetry` the test installed).
+    pub(crate) async fn start_traced(mut settings: Settings, tracing: Tracing) -> TestGateway {
         settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = server::bind(&settings).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let gateway = Gateway::new(&settings).unwrap();
+        let gateway = Gateway::with_tracing(&settings, tracing).unwrap();
         let serving = gateway.clone();
         let task = tokio::spawn(async move {
             server::serve_with(

@@ -50,7 +50,11 @@ async fn server_and_client_spans_are_exported_and_the_trace_reaches_the_upstream
         }
     })
     .await;
-    let gateway = TestGateway::start(&upstream.url()).await;
+    let gateway = TestGateway::start_traced(
+        wnology_gateway::config::Settings::for_upstream(upstream.url()),
+        telemetry.tracing(),
+    )
+    .await;
     let mut request = authed(proto::MeGetRequest::default());
     request.metadata_mut().insert(
         "traceparent",

@@ -26,7 +26,11 @@ async fn spans_are_exported_over_http_protobuf() {
     ]);
     let telemetry = Telemetry::init_with_writer(LogFormat::Text, &env, std::io::sink).unwrap();
     let upstream = RecordingUpstream::start(Answer::json(200, &json!({"counts": []}))).await;
-    let gateway = TestGateway::start(&upstream.url()).await;
+    let gateway = TestGateway::start_traced(
+        wnology_gateway::config::Settings::for_upstream(upstream.url()),
+        telemetry.tracing(),
+    )
+    .await;
     let mut me = gateway.me().await;
     me.device_counts(authed(proto::MeDeviceCountsRequest::default()))
         .await
