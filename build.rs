@@ -86,8 +86,39 @@ fn fast_numbers(serde_file: &Path) -> Result<(), Box<dyn Error>> {
         "::pbjson::private::NumberDeserialize",
         "crate::json::Number",
     );
-    std::fs::write(serde_file, patched)?;
+    std::fs::write(serde_file, direct_number_maps(&patched))?;
     Ok(())
+}
+
+/// Maps of numbers are read into a map of wrappers and then copied into a second map: read
+/// them into the field's map directly (`crate::json::NumberMap`).
+fn direct_number_maps(generated: &str) -> String {
+    const HEAD: &str = "map_.next_value::<std::collections::HashMap<_, crate::json::Number<";
+    const TAIL: &str = ".into_iter().map(|(k,v)| (k, v.0)).collect()";
+    let mut out = String::with_capacity(generated.len());
+    let mut rest = generated;
+    while let Some(at) = rest.find(HEAD) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + HEAD.len()..];
+        let copied = after.split_once(">>>()?").and_then(|(value, tail)| {
+            let tail = tail.trim_start().strip_prefix(TAIL)?;
+            Some((value, tail))
+        });
+        match copied {
+            Some((value, tail)) => {
+                out.push_str(&format!(
+                    "map_.next_value::<crate::json::NumberMap<_, {value}>>()?.0"
+                ));
+                rest = tail;
+            }
+            None => {
+                out.push_str(HEAD);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes the descriptor set of `GOOGLE_RPC_PROTOS` and their imports (`any.proto`,

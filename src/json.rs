@@ -92,6 +92,48 @@ where
     }
 }
 
+/// A map whose values are [`Number`]s, read straight into the map of the message's field
+/// (build.rs): pbjson reads a map of wrappers and copies it.
+#[derive(Debug, Clone)]
+pub struct NumberMap<K, V>(pub std::collections::HashMap<K, V>);
+
+impl<'de, K, V> serde::Deserialize<'de> for NumberMap<K, V>
+where
+    K: serde::Deserialize<'de> + Eq + std::hash::Hash,
+    V: std::str::FromStr + serde::Deserialize<'de>,
+    <V as std::str::FromStr>::Err: std::fmt::Display,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(NumberMapVisitor(std::marker::PhantomData))
+    }
+}
+
+struct NumberMapVisitor<K, V>(std::marker::PhantomData<(K, V)>);
+
+impl<'de, K, V> serde::de::Visitor<'de> for NumberMapVisitor<K, V>
+where
+    K: serde::Deserialize<'de> + Eq + std::hash::Hash,
+    V: std::str::FromStr + serde::Deserialize<'de>,
+    <V as std::str::FromStr>::Err: std::fmt::Display,
+{
+    type Value = NumberMap<K, V>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a map of numbers")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<Self::Value, A::Error> {
+        let mut map = std::collections::HashMap::with_capacity(access.size_hint().unwrap_or(0));
+        while let Some((key, Number(value))) = access.next_entry::<K, Number<V>>()? {
+            map.insert(key, value);
+        }
+        Ok(NumberMap(map))
+    }
+}
+
 /// A message that is written to, or read from, the upstream's JSON.
 pub trait UpstreamJson:
     prost::Message + prost::Name + Serialize + DeserializeOwned + Default
@@ -267,6 +309,21 @@ fn to_iso_string(rfc3339: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Maps of numbers are read straight into the field's map, numbers or strings alike.
+    #[test]
+    fn maps_of_numbers_are_read_directly() {
+        let stats = proto::PayloadStats::from_upstream_json(
+            br#"{"appFile": {"GET": 1527, "HEAD": "21", "PUT": 2.5}, "timer": {}}"#,
+        )
+        .unwrap();
+        let expected = [("GET", 1527.0), ("HEAD", 21.0), ("PUT", 2.5)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+        assert_eq!(stats.app_file, expected);
+        assert!(stats.timer.is_empty());
+        assert!(proto::PayloadStats::from_upstream_json(br#"{"appFile": {"GET": true}}"#).is_err());
+    }
 
     /// `Number` reads every input as pbjson's `NumberDeserialize` does (same value, or an
     /// error for both).
