@@ -94,6 +94,9 @@ async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::E
         None
     };
     let gateway = Gateway::new(&settings)?;
+    if !gateway.warm_up(std::time::Duration::from_secs(2)).await {
+        tracing::warn!("the shared cache tier is not reachable yet: serving without it meanwhile");
+    }
     let listener = server::bind(&settings).await?;
     let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen).await?;
     tracing::info!(
@@ -113,7 +116,9 @@ async fn run_gateway(mut settings: Settings) -> Result<(), Box<dyn std::error::E
         let _ = signal.send(true);
     });
     let options = server::ServeOptions::from_settings(&settings);
+    let closing = gateway.clone();
     let served = server::serve_with(gateway, &options, listener, wait(signalled)).await;
+    closing.close().await;
     let _ = finish.send(true);
     served?;
     admin.await??;

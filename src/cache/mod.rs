@@ -104,6 +104,28 @@ pub struct Fetched {
     pub upstream_status: u16,
 }
 
+/// What one load through the shared tier produced (see [`ResponseCache::get_or_load_tiered`]).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The answer.
+    pub fetched: Fetched,
+    /// The longest this replica may keep it (a shared hit's remaining time, or the 1 s cap
+    /// while the invalidation feed is not trusted); `None`: the route's TTL.
+    pub keep_at_most: Option<Duration>,
+    /// Whether it came from the shared tier rather than the upstream.
+    pub from_shared: bool,
+}
+
+impl From<Fetched> for Loaded {
+    fn from(fetched: Fetched) -> Loaded {
+        Loaded {
+            fetched,
+            keep_at_most: None,
+            from_shared: false,
+        }
+    }
+}
+
 /// What a call got from [`ResponseCache::get_or_load`].
 #[derive(Debug, Clone)]
 pub struct Served {
@@ -119,6 +141,7 @@ pub struct Served {
 #[derive(Clone)]
 struct Cached {
     fetched: Fetched,
+    from_shared: bool,
     ttl: Duration,
     scopes: Scopes,
     stamp: Stamp,
@@ -169,8 +192,10 @@ impl Directive {
 /// What the cache did for one call (the `x-cache` response metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Served from the cache.
+    /// Served from this replica's cache.
     Hit,
+    /// Served from the shared tier (another replica fetched it).
+    SharedHit,
     /// Fetched from the upstream (possibly shared with identical concurrent calls).
     Miss,
     /// The cache was not read (`cache-control`, or caching disabled for the RPC).
@@ -182,9 +207,25 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
+            Outcome::SharedHit => "shared-hit",
             Outcome::Miss => "miss",
             Outcome::Bypass => "bypass",
         }
+    }
+}
+
+/// What a call that ran (or joined) a load is told: a load answered by the shared tier is a
+/// shared hit, and only an upstream answer carries the upstream's status.
+fn served(cached: Cached, outcome: Outcome) -> Served {
+    let outcome = match outcome {
+        Outcome::Miss if cached.from_shared => Outcome::SharedHit,
+        outcome => outcome,
+    };
+    Served {
+        answer: cached.fetched.answer,
+        outcome,
+        upstream_status: (!matches!(outcome, Outcome::Hit | Outcome::SharedHit))
+            .then_some(cached.fetched.upstream_status),
     }
 }
 
@@ -398,6 +439,13 @@ impl moka::Expiry<CacheKey, Cached> for PerEntryTtl {
 impl ResponseCache {
     /// An empty cache with a fresh random HMAC key.
     pub fn new(policy: CachePolicy) -> ResponseCache {
+        let hmac = <Hmac<Sha256> as KeyInit>::new(&rand::random::<[u8; 64]>().into());
+        ResponseCache::with_token_hmac(policy, hmac)
+    }
+
+    /// An empty cache naming tokens with `hmac`: with the shared tier, the key every replica
+    /// derives from the shared secret, so that token scopes from other replicas match.
+    pub fn with_token_hmac(policy: CachePolicy, hmac: Hmac<Sha256>) -> ResponseCache {
         let stats = Arc::new(CacheStats::default());
         let listener_stats = Arc::clone(&stats);
         let entries = Cache::builder()
@@ -422,7 +470,7 @@ impl ResponseCache {
         ResponseCache {
             entries,
             inflight: InFlight::default(),
-            hmac: <Hmac<Sha256> as KeyInit>::new(&rand::random::<[u8; 64]>().into()),
+            hmac,
             generations: Generations::new(),
             stats,
             policy,
@@ -455,23 +503,41 @@ impl ResponseCache {
         M: Fn() -> F,
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
+        let make_load = || {
+            let load = make_load();
+            async move { load.await.map(Loaded::from) }
+        };
+        self.get_or_load_tiered(key, scopes, ttl, directive, make_load)
+            .await
+    }
+
+    /// [`ResponseCache::get_or_load`] with a load that may answer from the shared tier and
+    /// bound how long its answer is kept here.
+    pub async fn get_or_load_tiered<M, F>(
+        &self,
+        key: CacheKey,
+        scopes: Scopes,
+        ttl: Duration,
+        directive: Directive,
+        make_load: M,
+    ) -> Result<Served, Arc<GatewayError>>
+    where
+        M: Fn() -> F,
+        F: Future<Output = Result<Loaded, GatewayError>> + Send + 'static,
+    {
         let stamp = self.generations.stamp(key.token, &scopes);
         let load = || {
             let load = make_load();
             async move {
-                let fetched = load.await.map_err(Arc::new)?;
+                let loaded = load.await.map_err(Arc::new)?;
                 Ok(Cached {
-                    fetched,
-                    ttl,
+                    fetched: loaded.fetched,
+                    from_shared: loaded.from_shared,
+                    ttl: loaded.keep_at_most.map_or(ttl, |most| most.min(ttl)),
                     scopes,
                     stamp,
                 })
             }
-        };
-        let served = |cached: Cached, outcome| Served {
-            answer: cached.fetched.answer,
-            outcome,
-            upstream_status: (outcome != Outcome::Hit).then_some(cached.fetched.upstream_status),
         };
         match directive {
             Directive::NoStore => Ok(served(load().await?, Outcome::Bypass)),

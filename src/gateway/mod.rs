@@ -22,7 +22,7 @@ use tonic::{
 };
 
 use crate::{
-    cache::{CachePolicy, Outcome, ResponseCache},
+    cache::{Outcome, ResponseCache, shared::SharedTier, shared::settings::SettingsError},
     config::Settings,
     error::GatewayError,
     json::UpstreamJson,
@@ -38,6 +38,7 @@ mod cached;
 mod deadline;
 mod observe;
 mod request_id;
+mod shared;
 mod upstream_call;
 mod write;
 
@@ -60,7 +61,11 @@ pub struct Gateway {
 struct Inner {
     upstream: UpstreamClient,
     upstream_timeout: Duration,
-    cache: ResponseCache,
+    cache: Arc<ResponseCache>,
+    /// The shared tier, when `--cache-redis-url` is set.
+    shared: Option<SharedTier>,
+    /// Whether writes reach the shared tier and the other replicas (off only in a test).
+    shared_invalidation: bool,
     metrics: Arc<Metrics>,
     admission: Admission,
 }
@@ -76,6 +81,12 @@ pub enum BuildError {
         "--deny-rpcs: unknown RPC `{0}` (write `OrgService/Delete` or `wnology.v1.OrgService/Delete`)"
     )]
     UnknownRpc(String),
+    /// The shared tier's settings are refused (secret missing, short or unreadable, …).
+    #[error(transparent)]
+    SharedTier(#[from] SettingsError),
+    /// The Redis client refused its configuration.
+    #[error("--cache-redis-url: {0}")]
+    SharedTierClient(#[from] fred::error::Error),
 }
 
 /// Resolves `--deny-rpcs` names to routes' actions.
@@ -113,17 +124,16 @@ impl Gateway {
             budget: ConcurrencyBudget::new(settings.max_concurrency),
             denied: deny_list(&settings.deny_rpcs)?,
         };
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let (cache, shared) = shared::build(settings, &mut metrics)?;
+        let metrics = Arc::new(metrics);
         let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?;
-        let cache = ResponseCache::new(CachePolicy {
-            max_bytes: settings.cache_max_bytes,
-            usage_ttl: settings.cache_usage_ttl,
-            entity_ttl: settings.cache_entity_ttl,
-        });
         let inner = Arc::new(Inner {
             upstream,
             upstream_timeout: settings.upstream_timeout,
             cache,
+            shared,
+            shared_invalidation: !settings.cache_test_no_shared_invalidation,
             metrics,
             admission,
         });
@@ -140,6 +150,27 @@ impl Gateway {
     /// The read cache.
     pub fn cache(&self) -> &ResponseCache {
         &self.inner.cache
+    }
+
+    /// The shared cache tier, when configured.
+    pub fn shared_tier(&self) -> Option<&SharedTier> {
+        self.inner.shared.as_ref()
+    }
+
+    /// Waits (at most `within`) for the shared tier's first connection, so that the first
+    /// calls find it up; `true` without a shared tier. The gateway serves without it.
+    pub async fn warm_up(&self, within: Duration) -> bool {
+        match &self.inner.shared {
+            Some(shared) => shared.connected(within).await,
+            None => true,
+        }
+    }
+
+    /// Closes the shared tier's connections (at shutdown, after the last call).
+    pub async fn close(&self) {
+        if let Some(shared) = &self.inner.shared {
+            shared.close().await;
+        }
     }
 
     /// The metrics registry.
@@ -202,8 +233,16 @@ impl Gateway {
         )?;
         let load = || call.load::<Resp>(inner, route);
         if let Some(read) = cached {
+            let shared = inner.shared.as_ref().map(|s| (s, &admitted.authorization));
             return read
-                .load_through(&inner.cache, route, &call.request_json, call.timeout, load)
+                .load_through(
+                    &inner.cache,
+                    shared,
+                    route,
+                    &call.request_json,
+                    call.timeout,
+                    load,
+                )
                 .await;
         }
         // A read that changes something (`MeService/RefreshToken` is a GET that revokes the
