@@ -649,3 +649,71 @@ impl ResponseCache {
         self.entries.run_pending_tasks().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> ResponseCache {
+        let minute = Duration::from_secs(60);
+        ResponseCache::new(CachePolicy {
+            max_bytes: 1 << 20,
+            usage_ttl: minute,
+            entity_ttl: minute,
+        })
+    }
+
+    fn key(cache: &ResponseCache) -> CacheKey {
+        CacheKey {
+            route: "orgs.get",
+            token: cache.token_id(b"Bearer t"),
+            request: Box::new([1, 2, 3]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_from_the_shared_tier_is_a_shared_hit_kept_at_most_its_remaining_time() {
+        let cache = cache();
+        let load = || async {
+            Ok(Loaded {
+                fetched: Fetched {
+                    answer: Bytes::from_static(b"answer"),
+                    upstream_status: 200,
+                },
+                keep_at_most: Some(Duration::from_millis(100)),
+                from_shared: true,
+            })
+        };
+        let ttl = Duration::from_secs(60);
+        let served = cache
+            .get_or_load_tiered(
+                key(&cache),
+                Scopes::default(),
+                ttl,
+                Directive::Default,
+                load,
+            )
+            .await
+            .unwrap();
+        assert_eq!(served.outcome, Outcome::SharedHit);
+        assert_eq!(served.upstream_status, None);
+        let again = cache.lookup(&key(&cache)).await.map(|s| s.outcome);
+        assert_eq!(again, Some(Outcome::Hit), "it fills this replica's cache");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            cache.lookup(&key(&cache)).await.is_none(),
+            "kept no longer than the shared entry's remaining time"
+        );
+    }
+
+    #[test]
+    fn caches_keyed_alike_name_tokens_alike() {
+        let hmac = || <Hmac<Sha256> as KeyInit>::new_from_slice(b"shared").unwrap();
+        let (a, b) = (
+            ResponseCache::with_token_hmac(cache().policy, hmac()),
+            ResponseCache::with_token_hmac(cache().policy, hmac()),
+        );
+        assert_eq!(a.token_id(b"Bearer t"), b.token_id(b"Bearer t"));
+        assert_ne!(cache().token_id(b"Bearer t"), a.token_id(b"Bearer t"));
+    }
+}

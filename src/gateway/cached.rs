@@ -15,7 +15,9 @@ use tonic::metadata::MetadataMap;
 
 use super::{Answer, shared::SharedRead};
 use crate::{
-    cache::{CacheKey, Directive, Fetched, Loaded, Outcome, ResponseCache, Scopes, shared::SharedTier},
+    cache::{
+        CacheKey, Directive, Fetched, Loaded, Outcome, ResponseCache, Scopes, shared::SharedTier,
+    },
     error::GatewayError,
     routes::Route,
 };
@@ -83,19 +85,20 @@ impl CachedRead {
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
         let scopes = Scopes::of(route.scopes, org_id(request_json.get("orgId")));
-        let shared = shared
-            .filter(|_| self.directive == Directive::Default)
-            .map(|(tier, authorization)| SharedRead {
-                tier: tier.clone(),
-                caller: tier.caller(authorization.as_bytes()),
-                key: self.key.clone(),
-                scopes,
-                ttl: self.ttl,
-                lease_for: timeout,
-                // Waiting for another replica's fill may take half the deadline: the other
-                // half is left for this caller's own upstream call if that fill never comes.
-                deadline: Instant::now() + timeout / 2,
-            });
+        let shared =
+            shared
+                .filter(|_| self.directive == Directive::Default)
+                .map(|(tier, authorization)| SharedRead {
+                    tier: tier.clone(),
+                    caller: tier.caller(authorization.as_bytes()),
+                    key: self.key.clone(),
+                    scopes,
+                    ttl: self.ttl,
+                    lease_for: timeout,
+                    // Waiting for another replica's fill may take half the deadline: the other
+                    // half is left for this caller's own upstream call if that fill never comes.
+                    deadline: Instant::now() + timeout / 2,
+                });
         let make_load = move || -> BoxFuture<'static, Result<Loaded, GatewayError>> {
             let upstream = make_load();
             let shared = shared.clone();

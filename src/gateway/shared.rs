@@ -49,8 +49,8 @@ impl SharedRead {
         F: Future<Output = Result<Fetched, GatewayError>>,
     {
         let ticket = match self.tier.get(&self.caller, &self.key, &self.scopes).await {
-            SharedLookup::Hit(hit) => return Ok(self.from_shared(hit)),
-            SharedLookup::Skipped => return self.from_upstream(upstream.await),
+            SharedLookup::Hit(hit) => return Ok(self.keep_shared(hit)),
+            SharedLookup::Skipped => return self.keep_upstream(upstream.await),
             SharedLookup::Miss(ticket) => ticket,
         };
         let coalesced = self
@@ -58,28 +58,31 @@ impl SharedRead {
             .lead_or_wait(&self.caller, ticket, self.lease_for, self.deadline)
             .await;
         match coalesced {
-            Coalesced::Filled(hit) => Ok(self.from_shared(hit)),
+            Coalesced::Filled(hit) => Ok(self.keep_shared(hit)),
             Coalesced::Lead(lease) => {
                 let result = upstream.await;
                 match &result {
-                    Ok(fetched) => lease.fill(fetched.answer.clone(), fetched.upstream_status, self.ttl),
+                    Ok(fetched) => {
+                        lease.fill(fetched.answer.clone(), fetched.upstream_status, self.ttl)
+                    }
                     Err(_) => lease.abandon(),
                 }
-                self.from_upstream(result)
+                self.keep_upstream(result)
             }
             Coalesced::Alone(ticket) => {
                 let result = upstream.await;
                 if let Ok(fetched) = &result {
                     let (answer, status) = (fetched.answer.clone(), fetched.upstream_status);
-                    self.tier.put(&self.caller, ticket, answer, status, self.ttl);
+                    self.tier
+                        .put(&self.caller, ticket, answer, status, self.ttl);
                 }
-                self.from_upstream(result)
+                self.keep_upstream(result)
             }
         }
     }
 
     /// A shared hit, kept here for its remaining time (at most 1 s while the feed is down).
-    fn from_shared(&self, hit: SharedHit) -> Loaded {
+    fn keep_shared(&self, hit: SharedHit) -> Loaded {
         let cap = self.tier.local_ttl_cap().unwrap_or(Duration::MAX);
         Loaded {
             fetched: Fetched {
@@ -92,7 +95,7 @@ impl SharedRead {
     }
 
     /// An upstream answer, kept here for the route's TTL (at most 1 s while the feed is down).
-    fn from_upstream(&self, result: Result<Fetched, GatewayError>) -> Result<Loaded, GatewayError> {
+    fn keep_upstream(&self, result: Result<Fetched, GatewayError>) -> Result<Loaded, GatewayError> {
         Ok(Loaded {
             keep_at_most: self.tier.local_ttl_cap(),
             ..Loaded::from(result?)
