@@ -462,6 +462,10 @@ async fn redis_stopped_under_load_fails_no_call_and_is_used_again_after_restart(
         tokio::time::sleep(Duration::from_secs(1)).await;
         d.redis.stop();
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            health_serving(&d.replicas[0].binary).await,
+            "health stays SERVING with Redis down"
+        );
         d.redis.restart();
         tokio::time::sleep(Duration::from_secs(1)).await;
         done.store(true, Ordering::Relaxed);

@@ -24,22 +24,25 @@ use crate::{
 
 /// A call whose answer may come from, or go to, the cache.
 #[derive(Debug)]
-pub struct CachedRead {
+pub struct CachedRead<'a> {
     key: CacheKey,
     ttl: Duration,
     directive: Directive,
+    /// The shared tier and the caller's `authorization`, when the tier is configured.
+    shared: Option<(&'a SharedTier, &'a HeaderValue)>,
 }
 
-impl CachedRead {
+impl<'a> CachedRead<'a> {
     /// The cache's view of a call of `route` with `message` by `authorization`; `None` when
     /// the route is not cached (or caching is off for its class).
     pub fn new(
         cache: &ResponseCache,
+        shared: Option<&'a SharedTier>,
         route: &'static Route,
         metadata: &MetadataMap,
         message: &impl prost::Message,
-        authorization: &HeaderValue,
-    ) -> Option<CachedRead> {
+        authorization: &'a HeaderValue,
+    ) -> Option<CachedRead<'a>> {
         let ttl = cache.policy().ttl(route.cache)?;
         let key = CacheKey {
             route: route.action,
@@ -50,6 +53,7 @@ impl CachedRead {
             key,
             ttl,
             directive: Directive::from_metadata(metadata),
+            shared: shared.map(|tier| (tier, authorization)),
         })
     }
 
@@ -74,7 +78,6 @@ impl CachedRead {
     pub async fn load_through<M, F>(
         self,
         cache: &ResponseCache,
-        shared: Option<(&SharedTier, &HeaderValue)>,
         route: &'static Route,
         request_json: &Value,
         timeout: Duration,
@@ -85,20 +88,20 @@ impl CachedRead {
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
         let scopes = Scopes::of(route.scopes, org_id(request_json.get("orgId")));
-        let shared =
-            shared
-                .filter(|_| self.directive == Directive::Default)
-                .map(|(tier, authorization)| SharedRead {
-                    tier: tier.clone(),
-                    caller: tier.caller(authorization.as_bytes()),
-                    key: self.key.clone(),
-                    scopes,
-                    ttl: self.ttl,
-                    lease_for: timeout,
-                    // Waiting for another replica's fill may take half the deadline: the other
-                    // half is left for this caller's own upstream call if that fill never comes.
-                    deadline: Instant::now() + timeout / 2,
-                });
+        let shared = self
+            .shared
+            .filter(|_| self.directive == Directive::Default)
+            .map(|(tier, authorization)| SharedRead {
+                caller: tier.caller(authorization.as_bytes()),
+                tier: tier.clone(),
+                key: self.key.clone(),
+                scopes,
+                ttl: self.ttl,
+                lease_for: timeout,
+                // Waiting for another replica's fill may take half the deadline: the other
+                // half is left for this caller's own upstream call if that fill never comes.
+                deadline: Instant::now() + timeout / 2,
+            });
         let make_load = move || -> BoxFuture<'static, Result<Loaded, GatewayError>> {
             let upstream = make_load();
             let shared = shared.clone();

@@ -213,6 +213,7 @@ impl Gateway {
         let admitted = inner.admission.admit(route, metadata, &inner.metrics)?;
         let cached = CachedRead::new(
             &inner.cache,
+            inner.shared.as_ref(),
             route,
             metadata,
             message,
@@ -233,16 +234,8 @@ impl Gateway {
         )?;
         let load = || call.load::<Resp>(inner, route);
         if let Some(read) = cached {
-            let shared = inner.shared.as_ref().map(|s| (s, &admitted.authorization));
             return read
-                .load_through(
-                    &inner.cache,
-                    shared,
-                    route,
-                    &call.request_json,
-                    call.timeout,
-                    load,
-                )
+                .load_through(&inner.cache, route, &call.request_json, call.timeout, load)
                 .await;
         }
         // A read that changes something (`MeService/RefreshToken` is a GET that revokes the
