@@ -101,6 +101,13 @@ pub struct Settings {
     /// Time to live of cached entities and lists (me, organizations, invitations); 0 disables.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub cache_entity_ttl: Duration,
+    /// The shared cache tier on Redis (`--cache-redis-*`, `--cache-secret-file`).
+    #[command(flatten)]
+    pub shared_cache: crate::cache::shared::SharedTierSettings,
+    /// Tests only: writes do not reach the shared tier or the other replicas (so a test can
+    /// show that it fails without cross-replica invalidation). Never set it in a deployment.
+    #[arg(long, hide = true)]
+    pub cache_test_no_shared_invalidation: bool,
     /// Retries of a failed read (GET) on connection errors, 502/503/504 and 429, with
     /// exponential backoff and jitter, inside the caller's deadline; writes are never retried.
     #[arg(long, default_value_t = 2)]
@@ -291,7 +298,7 @@ pub fn settings_markdown() -> String {
     );
     for arg in Cli::command().get_arguments() {
         let Some(long) = arg.get_long() else { continue };
-        if matches!(long, "help" | "version") {
+        if matches!(long, "help" | "version") || arg.is_hide_set() {
             continue;
         }
         let defaults: Vec<String> = arg

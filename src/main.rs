@@ -100,6 +100,9 @@ async fn run_gateway(
         None
     };
     let gateway = Gateway::with_tracing(&settings, tracing)?;
+    if !gateway.warm_up(std::time::Duration::from_secs(2)).await {
+        tracing::warn!("the shared cache tier is not reachable yet: serving without it meanwhile");
+    }
     let listener = server::bind(&settings).await?;
     let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen).await?;
     tracing::info!(
@@ -119,7 +122,9 @@ async fn run_gateway(
         let _ = signal.send(true);
     });
     let options = server::ServeOptions::from_settings(&settings);
+    let closing = gateway.clone();
     let served = server::serve_with(gateway, &options, listener, wait(signalled)).await;
+    closing.close().await;
     let _ = finish.send(true);
     served?;
     admin.await??;

@@ -123,6 +123,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry, to add the metrics of an optional part (the shared cache tier) before
+    /// the gateway starts.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// A registry with every metric, all at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wnology_gateway");

@@ -104,6 +104,28 @@ pub struct Fetched {
     pub upstream_status: u16,
 }
 
+/// What one load through the shared tier produced (see [`ResponseCache::get_or_load_tiered`]).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The answer.
+    pub fetched: Fetched,
+    /// The longest this replica may keep it (a shared hit's remaining time, or the 1 s cap
+    /// while the invalidation feed is not trusted); `None`: the route's TTL.
+    pub keep_at_most: Option<Duration>,
+    /// Whether it came from the shared tier rather than the upstream.
+    pub from_shared: bool,
+}
+
+impl From<Fetched> for Loaded {
+    fn from(fetched: Fetched) -> Loaded {
+        Loaded {
+            fetched,
+            keep_at_most: None,
+            from_shared: false,
+        }
+    }
+}
+
 /// What a call got from [`ResponseCache::get_or_load`].
 #[derive(Debug, Clone)]
 pub struct Served {
@@ -119,6 +141,7 @@ pub struct Served {
 #[derive(Clone)]
 struct Cached {
     fetched: Fetched,
+    from_shared: bool,
     ttl: Duration,
     scopes: Scopes,
     stamp: Stamp,
@@ -169,8 +192,10 @@ impl Directive {
 /// What the cache did for one call (the `x-cache` response metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Served from the cache.
+    /// Served from this replica's cache.
     Hit,
+    /// Served from the shared tier (another replica fetched it).
+    SharedHit,
     /// Fetched from the upstream (possibly shared with identical concurrent calls).
     Miss,
     /// The cache was not read (`cache-control`, or caching disabled for the RPC).
@@ -182,9 +207,25 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
+            Outcome::SharedHit => "shared-hit",
             Outcome::Miss => "miss",
             Outcome::Bypass => "bypass",
         }
+    }
+}
+
+/// What a call that ran (or joined) a load is told: a load answered by the shared tier is a
+/// shared hit, and only an upstream answer carries the upstream's status.
+fn served(cached: Cached, outcome: Outcome) -> Served {
+    let outcome = match outcome {
+        Outcome::Miss if cached.from_shared => Outcome::SharedHit,
+        outcome => outcome,
+    };
+    Served {
+        answer: cached.fetched.answer,
+        outcome,
+        upstream_status: (!matches!(outcome, Outcome::Hit | Outcome::SharedHit))
+            .then_some(cached.fetched.upstream_status),
     }
 }
 
@@ -398,6 +439,13 @@ impl moka::Expiry<CacheKey, Cached> for PerEntryTtl {
 impl ResponseCache {
     /// An empty cache with a fresh random HMAC key.
     pub fn new(policy: CachePolicy) -> ResponseCache {
+        let hmac = <Hmac<Sha256> as KeyInit>::new(&rand::random::<[u8; 64]>().into());
+        ResponseCache::with_token_hmac(policy, hmac)
+    }
+
+    /// An empty cache naming tokens with `hmac`: with the shared tier, the key every replica
+    /// derives from the shared secret, so that token scopes from other replicas match.
+    pub fn with_token_hmac(policy: CachePolicy, hmac: Hmac<Sha256>) -> ResponseCache {
         let stats = Arc::new(CacheStats::default());
         let listener_stats = Arc::clone(&stats);
         let entries = Cache::builder()
@@ -422,7 +470,7 @@ impl ResponseCache {
         ResponseCache {
             entries,
             inflight: InFlight::default(),
-            hmac: <Hmac<Sha256> as KeyInit>::new(&rand::random::<[u8; 64]>().into()),
+            hmac,
             generations: Generations::new(),
             stats,
             policy,
@@ -455,23 +503,41 @@ impl ResponseCache {
         M: Fn() -> F,
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
+        let make_load = || {
+            let load = make_load();
+            async move { load.await.map(Loaded::from) }
+        };
+        self.get_or_load_tiered(key, scopes, ttl, directive, make_load)
+            .await
+    }
+
+    /// [`ResponseCache::get_or_load`] with a load that may answer from the shared tier and
+    /// bound how long its answer is kept here.
+    pub async fn get_or_load_tiered<M, F>(
+        &self,
+        key: CacheKey,
+        scopes: Scopes,
+        ttl: Duration,
+        directive: Directive,
+        make_load: M,
+    ) -> Result<Served, Arc<GatewayError>>
+    where
+        M: Fn() -> F,
+        F: Future<Output = Result<Loaded, GatewayError>> + Send + 'static,
+    {
         let stamp = self.generations.stamp(key.token, &scopes);
         let load = || {
             let load = make_load();
             async move {
-                let fetched = load.await.map_err(Arc::new)?;
+                let loaded = load.await.map_err(Arc::new)?;
                 Ok(Cached {
-                    fetched,
-                    ttl,
+                    fetched: loaded.fetched,
+                    from_shared: loaded.from_shared,
+                    ttl: loaded.keep_at_most.map_or(ttl, |most| most.min(ttl)),
                     scopes,
                     stamp,
                 })
             }
-        };
-        let served = |cached: Cached, outcome| Served {
-            answer: cached.fetched.answer,
-            outcome,
-            upstream_status: (outcome != Outcome::Hit).then_some(cached.fetched.upstream_status),
         };
         match directive {
             Directive::NoStore => Ok(served(load().await?, Outcome::Bypass)),
@@ -581,5 +647,73 @@ impl ResponseCache {
     /// Runs moka's pending maintenance (evictions, expirations, invalidations) now.
     pub async fn run_pending_tasks(&self) {
         self.entries.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> ResponseCache {
+        let minute = Duration::from_secs(60);
+        ResponseCache::new(CachePolicy {
+            max_bytes: 1 << 20,
+            usage_ttl: minute,
+            entity_ttl: minute,
+        })
+    }
+
+    fn key(cache: &ResponseCache) -> CacheKey {
+        CacheKey {
+            route: "orgs.get",
+            token: cache.token_id(b"Bearer t"),
+            request: Box::new([1, 2, 3]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_from_the_shared_tier_is_a_shared_hit_kept_at_most_its_remaining_time() {
+        let cache = cache();
+        let load = || async {
+            Ok(Loaded {
+                fetched: Fetched {
+                    answer: Bytes::from_static(b"answer"),
+                    upstream_status: 200,
+                },
+                keep_at_most: Some(Duration::from_millis(100)),
+                from_shared: true,
+            })
+        };
+        let ttl = Duration::from_secs(60);
+        let served = cache
+            .get_or_load_tiered(
+                key(&cache),
+                Scopes::default(),
+                ttl,
+                Directive::Default,
+                load,
+            )
+            .await
+            .unwrap();
+        assert_eq!(served.outcome, Outcome::SharedHit);
+        assert_eq!(served.upstream_status, None);
+        let again = cache.lookup(&key(&cache)).await.map(|s| s.outcome);
+        assert_eq!(again, Some(Outcome::Hit), "it fills this replica's cache");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            cache.lookup(&key(&cache)).await.is_none(),
+            "kept no longer than the shared entry's remaining time"
+        );
+    }
+
+    #[test]
+    fn caches_keyed_alike_name_tokens_alike() {
+        let hmac = || <Hmac<Sha256> as KeyInit>::new_from_slice(b"shared").unwrap();
+        let (a, b) = (
+            ResponseCache::with_token_hmac(cache().policy, hmac()),
+            ResponseCache::with_token_hmac(cache().policy, hmac()),
+        );
+        assert_eq!(a.token_id(b"Bearer t"), b.token_id(b"Bearer t"));
+        assert_ne!(cache().token_id(b"Bearer t"), a.token_id(b"Bearer t"));
     }
 }

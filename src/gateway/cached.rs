@@ -2,37 +2,47 @@
 //! the key), and the read-through load of a miss, coalesced with identical calls and bounded
 //! by this caller's deadline.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use serde_json::Value;
 use tonic::metadata::MetadataMap;
 
-use super::Answer;
+use super::{Answer, shared::SharedRead};
 use crate::{
-    cache::{CacheKey, Directive, Fetched, Outcome, ResponseCache, Scopes},
+    cache::{
+        CacheKey, Directive, Fetched, Loaded, Outcome, ResponseCache, Scopes, shared::SharedTier,
+    },
     error::GatewayError,
     routes::Route,
 };
 
 /// A call whose answer may come from, or go to, the cache.
 #[derive(Debug)]
-pub(super) struct CachedRead {
+pub(super) struct CachedRead<'a> {
     key: CacheKey,
     ttl: Duration,
     directive: Directive,
+    /// The shared tier and the caller's `authorization`, when the tier is configured.
+    shared: Option<(&'a SharedTier, &'a HeaderValue)>,
 }
 
-impl CachedRead {
+impl<'a> CachedRead<'a> {
     /// The cache's view of a call of `route` with `message` by `authorization`; `None` when
     /// the route is not cached (or caching is off for its class).
     pub(super) fn new(
         cache: &ResponseCache,
+        shared: Option<&'a SharedTier>,
         route: &'static Route,
         metadata: &MetadataMap,
         message: &impl prost::Message,
-        authorization: &HeaderValue,
-    ) -> Option<CachedRead> {
+        authorization: &'a HeaderValue,
+    ) -> Option<CachedRead<'a>> {
         let ttl = cache.policy().ttl(route.cache)?;
         let key = CacheKey {
             route: route.action,
@@ -43,6 +53,7 @@ impl CachedRead {
             key,
             ttl,
             directive: Directive::from_metadata(metadata),
+            shared: shared.map(|tier| (tier, authorization)),
         })
     }
 
@@ -61,7 +72,9 @@ impl CachedRead {
     }
 
     /// A miss (or `no-cache`/`no-store`): runs a load made by `make_load`, once for all identical
-    /// concurrent callers, within `timeout`, and stores its answer.
+    /// concurrent callers, within `timeout`, and stores its answer. With the shared tier, the
+    /// load looks there first (not for `no-cache`/`no-store`, which skip reading both tiers;
+    /// their answers are not stored there either).
     pub(super) async fn load_through<M, F>(
         self,
         cache: &ResponseCache,
@@ -75,7 +88,34 @@ impl CachedRead {
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
         let scopes = Scopes::of(route.scopes, org_id(request_json.get("orgId")));
-        let cached = cache.get_or_load(self.key, scopes, self.ttl, self.directive, make_load);
+        let shared = self
+            .shared
+            .filter(|_| self.directive == Directive::Default)
+            .map(|(tier, authorization)| SharedRead {
+                caller: tier.caller(authorization.as_bytes()),
+                tier: tier.clone(),
+                key: self.key.clone(),
+                scopes,
+                ttl: self.ttl,
+                lease_for: timeout,
+                // Waiting for another replica's fill may take half the deadline: the other
+                // half is left for this caller's own upstream call if that fill never comes.
+                deadline: Instant::now() + timeout / 2,
+            });
+        let make_load = move || -> BoxFuture<'static, Result<Loaded, GatewayError>> {
+            let upstream = make_load();
+            let shared = shared.clone();
+            // Boxed: the nested futures of both tiers and the upstream call are otherwise
+            // too deep a type for the compiler's layout computation of the services' futures.
+            Box::pin(async move {
+                match shared {
+                    Some(shared) => shared.load(upstream).await,
+                    None => upstream.await.map(Loaded::from),
+                }
+            })
+        };
+        let cached =
+            cache.get_or_load_tiered(self.key, scopes, self.ttl, self.directive, make_load);
         // Bounded by this caller's own deadline too: a waiter must not outlive it while
         // another caller's load is in flight.
         let served = tokio::time::timeout(timeout, cached)

@@ -22,7 +22,7 @@ use tonic::{
 };
 
 use crate::{
-    cache::{CachePolicy, Outcome, ResponseCache},
+    cache::{Outcome, ResponseCache, shared::SharedTier, shared::settings::SettingsError},
     config::Settings,
     error::GatewayError,
     json::{self, UpstreamJson},
@@ -39,6 +39,7 @@ mod cached;
 mod deadline;
 mod observe;
 mod request_id;
+mod shared;
 mod upstream_call;
 mod write;
 
@@ -61,7 +62,11 @@ pub struct Gateway {
 struct Inner {
     upstream: UpstreamClient,
     upstream_timeout: Duration,
-    cache: ResponseCache,
+    cache: Arc<ResponseCache>,
+    /// The shared tier, when `--cache-redis-url` is set.
+    shared: Option<SharedTier>,
+    /// Whether writes reach the shared tier and the other replicas (off only in a test).
+    shared_invalidation: bool,
     metrics: Arc<Metrics>,
     admission: Admission,
     /// Whether and how the gateway traces its calls.
@@ -82,6 +87,12 @@ pub enum BuildError {
     /// The embedded descriptor set does not decode (a build defect).
     #[error("the embedded descriptor set does not decode: {0}")]
     Descriptors(String),
+    /// The shared tier's settings are refused (secret missing, short or unreadable, …).
+    #[error(transparent)]
+    SharedTier(#[from] SettingsError),
+    /// The Redis client refused its configuration.
+    #[error("--cache-redis-url: {0}")]
+    SharedTierClient(#[from] fred::error::Error),
 }
 
 /// Resolves `--deny-rpcs` names to routes' actions.
@@ -126,17 +137,16 @@ impl Gateway {
             budget: ConcurrencyBudget::new(settings.max_concurrency),
             denied: deny_list(&settings.deny_rpcs)?,
         };
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let (cache, shared) = shared::build(settings, &mut metrics)?;
+        let metrics = Arc::new(metrics);
         let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?.traced(&tracing);
-        let cache = ResponseCache::new(CachePolicy {
-            max_bytes: settings.cache_max_bytes,
-            usage_ttl: settings.cache_usage_ttl,
-            entity_ttl: settings.cache_entity_ttl,
-        });
         let inner = Arc::new(Inner {
             upstream,
             upstream_timeout: settings.upstream_timeout,
             cache,
+            shared,
+            shared_invalidation: !settings.cache_test_no_shared_invalidation,
             metrics,
             admission,
             tracing,
@@ -154,6 +164,27 @@ impl Gateway {
     /// The read cache.
     pub fn cache(&self) -> &ResponseCache {
         &self.inner.cache
+    }
+
+    /// The shared cache tier, when configured.
+    pub fn shared_tier(&self) -> Option<&SharedTier> {
+        self.inner.shared.as_ref()
+    }
+
+    /// Waits (at most `within`) for the shared tier's first connection, so that the first
+    /// calls find it up; `true` without a shared tier. The gateway serves without it.
+    pub async fn warm_up(&self, within: Duration) -> bool {
+        match &self.inner.shared {
+            Some(shared) => shared.connected(within).await,
+            None => true,
+        }
+    }
+
+    /// Closes the shared tier's connections (at shutdown, after the last call).
+    pub async fn close(&self) {
+        if let Some(shared) = &self.inner.shared {
+            shared.close().await;
+        }
     }
 
     /// The metrics registry.
@@ -197,6 +228,7 @@ impl Gateway {
         let admitted = inner.admission.admit(route, metadata, &inner.metrics)?;
         let cached = CachedRead::new(
             &inner.cache,
+            inner.shared.as_ref(),
             route,
             metadata,
             message,

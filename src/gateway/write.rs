@@ -1,6 +1,7 @@
 //! Stage 5, store and invalidate: a write (or a read that changes something, such as
 //! `MeService/RefreshToken`) runs to its end in a task of its own, and then makes stale what
-//! its route says it changes ([`Route::invalidates`]), resolved against the call.
+//! its route says it changes ([`Route::invalidates`]), resolved against the call: in this
+//! replica, then (with the shared tier) in Redis and on every other replica, before replying.
 
 use std::future::Future;
 
@@ -42,9 +43,9 @@ impl Gateway {
                     .filter(|_| route.invalidates.contains(&routes::Scope::AnswerOrg))
                     .and_then(|fetched| Resp::decode(fetched.answer.clone()).ok())
                     .and_then(|answer| answer.to_upstream_json().ok());
-                for scope in stale_scopes(route, token, &request_json, answer_json.as_ref()) {
-                    gateway.inner.cache.invalidate(scope);
-                }
+                let scopes: Vec<Scope> =
+                    stale_scopes(route, token, &request_json, answer_json.as_ref()).collect();
+                gateway.invalidate(&scopes).await;
             }
             drop(slot);
             result
@@ -54,6 +55,21 @@ impl Gateway {
                 "write task failed: {error}"
             )))
         })
+    }
+}
+
+impl Gateway {
+    /// Drops what a write changed here, then in the shared tier and on the other replicas
+    /// (bounded by `--cache-redis-timeout`; retried in the background if Redis is down).
+    async fn invalidate(&self, scopes: &[Scope]) {
+        for scope in scopes {
+            self.inner.cache.invalidate(*scope);
+        }
+        if let Some(shared) = &self.inner.shared
+            && self.inner.shared_invalidation
+        {
+            shared.invalidate(scopes).await;
+        }
     }
 }
 

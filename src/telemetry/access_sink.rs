@@ -31,6 +31,10 @@ struct Batch {
     bytes: Vec<u8>,
     lines: usize,
     closed: bool,
+    /// Set by [`FlushGuard::flush`]: write now rather than at the next tick.
+    flush: bool,
+    /// Lines taken into a batch so far (not dropped ones).
+    appended: u64,
 }
 
 #[derive(Debug)]
@@ -40,6 +44,8 @@ struct State {
     wake: Condvar,
     /// Signalled by the writer once it wrote its last batch.
     finished: (Mutex<bool>, Condvar),
+    /// Lines written out so far (`Batch::appended` when the batch was taken), and its signal.
+    written: (Mutex<u64>, Condvar),
     limit: usize,
     dropped: AtomicU64,
 }
@@ -88,6 +94,7 @@ impl AccessSink {
             batch: Mutex::new(Batch::default()),
             wake: Condvar::new(),
             finished: (Mutex::new(false), Condvar::new()),
+            written: (Mutex::new(0), Condvar::new()),
             limit: limit.max(1),
             dropped: AtomicU64::new(0),
         });
@@ -118,6 +125,7 @@ impl AccessSink {
         }
         batch.bytes.extend_from_slice(line);
         batch.lines += 1;
+        batch.appended += 1;
     }
 }
 
@@ -126,15 +134,16 @@ impl AccessSink {
 fn write_batches<W: Write>(state: &State, mut out: W) {
     let mut spare = Vec::new();
     loop {
-        let (bytes, closed) = {
+        let (bytes, closed, upto) = {
             let batch = state.batch();
             let (mut batch, _) = state
                 .wake
-                .wait_timeout_while(batch, FLUSH_INTERVAL, |batch| !batch.closed)
+                .wait_timeout_while(batch, FLUSH_INTERVAL, |batch| !batch.closed && !batch.flush)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             batch.lines = 0;
+            batch.flush = false;
             let bytes = std::mem::replace(&mut batch.bytes, std::mem::take(&mut spare));
-            (bytes, batch.closed)
+            (bytes, batch.closed, batch.appended)
         };
         if !bytes.is_empty() {
             // Nowhere to report a failed log write but the counter: the lines are lost.
@@ -146,6 +155,11 @@ fn write_batches<W: Write>(state: &State, mut out: W) {
         }
         spare = bytes;
         spare.clear();
+        let (written, signal) = &state.written;
+        *written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = upto;
+        signal.notify_all();
         if closed {
             break;
         }
@@ -157,6 +171,26 @@ fn write_batches<W: Write>(state: &State, mut out: W) {
 
 fn count_lines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+impl FlushGuard {
+    /// Writes what was logged so far now, and returns once it is written (or after a second,
+    /// for a stuck sink).
+    pub(super) fn flush(&self) {
+        let target = {
+            let mut batch = self.state.batch();
+            batch.flush = true;
+            batch.appended
+        };
+        self.state.wake.notify_all();
+        let (written, signal) = &self.state.written;
+        let written = written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = signal
+            .wait_timeout_while(written, SHUTDOWN_WAIT, |written| *written < target)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
 }
 
 impl Drop for FlushGuard {
@@ -228,6 +262,16 @@ mod tests {
         let expected: String = (0..100).map(|i| format!("{i}\n")).collect();
         assert_eq!(text, expected);
         assert_eq!(dropped.get(), 0);
+    }
+
+    #[test]
+    fn flush_writes_what_was_logged_before_it_returns() {
+        let out = Collected::default();
+        let (sink, _, guard) = AccessSink::start(out.clone(), 1000).unwrap();
+        sink.make_writer().write_all(b"one\n").unwrap();
+        guard.flush();
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"one\n");
+        guard.flush(); // nothing new: returns at once
     }
 
     #[test]

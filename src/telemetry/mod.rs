@@ -202,8 +202,11 @@ impl Telemetry {
         self.tracing.clone()
     }
 
-    /// Exports every finished span now.
+    /// Writes the access log and exports every finished span now.
     pub fn force_flush(&self) {
+        if let Some(access_log) = &self.access_log {
+            access_log.flush();
+        }
         if let Some(provider) = &self.provider {
             let _ = provider.force_flush();
         }

@@ -38,6 +38,7 @@ mod rpc_translation;
 mod sandbox_fidelity;
 mod sandbox_session;
 mod schema_roundtrip;
+mod shared_cache;
 mod shared_tier;
 mod smoke;
 mod tls;

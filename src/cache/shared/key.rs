@@ -100,6 +100,12 @@ impl Namer {
         mac.finalize().into_bytes().into()
     }
 
+    /// The keyed hash behind [`Namer::token_id`], for the local tier to name tokens the same
+    /// way (see [`crate::cache::ResponseCache::with_token_hmac`]).
+    pub fn token_hmac(&self) -> Hmac<Sha256> {
+        self.tokens.clone()
+    }
+
     /// The caller's token id: the same on every replica sharing the secret.
     pub fn token_id(&self, authorization: &[u8]) -> TokenId {
         let mut mac = self.tokens.clone();

@@ -1,0 +1,133 @@
+//! Stage 3b, the shared tier: a local miss looks in Redis inside the local tier's coalesced
+//! load (so local coalescing and local generation stamps still apply), then coalesces a cold
+//! read with the other replicas, then calls the upstream and fills the shared tier without
+//! delaying the reply. Redis failing only ever turns into the single-replica behaviour.
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::BuildError;
+use crate::{
+    cache::{
+        CacheKey, CachePolicy, Fetched, Loaded, ResponseCache, Scope, Scopes,
+        shared::{
+            Caller, Coalesced, SharedHit, SharedLookup, SharedTier, SharedTierMetrics, key::Namer,
+        },
+    },
+    config::Settings,
+    error::GatewayError,
+    metrics::Metrics,
+};
+
+/// One cacheable read's view of the shared tier.
+#[derive(Debug, Clone)]
+pub(super) struct SharedRead {
+    /// The tier.
+    pub tier: SharedTier,
+    /// The caller (its token id and value key).
+    pub caller: Caller,
+    /// The local tier's key (the shared tier names it by an HMAC of it).
+    pub key: CacheKey,
+    /// The answer's scopes, checked against the generations in Redis.
+    pub scopes: Scopes,
+    /// The route's time to live, for what is stored in Redis.
+    pub ttl: Duration,
+    /// How long a fill lease is held at most (the upstream call's time limit).
+    pub lease_for: Duration,
+    /// When this caller stops waiting for another replica's fill.
+    pub deadline: Instant,
+}
+
+impl SharedRead {
+    /// The load of a local miss: the shared tier's answer, or `upstream`'s (stored in the
+    /// shared tier in the background).
+    pub(super) async fn load<F>(self, upstream: F) -> Result<Loaded, GatewayError>
+    where
+        F: Future<Output = Result<Fetched, GatewayError>>,
+    {
+        let ticket = match self.tier.get(&self.caller, &self.key, &self.scopes).await {
+            SharedLookup::Hit(hit) => return Ok(self.keep_shared(hit)),
+            SharedLookup::Skipped => return self.keep_upstream(upstream.await),
+            SharedLookup::Miss(ticket) => ticket,
+        };
+        let coalesced = self
+            .tier
+            .lead_or_wait(&self.caller, ticket, self.lease_for, self.deadline)
+            .await;
+        match coalesced {
+            Coalesced::Filled(hit) => Ok(self.keep_shared(hit)),
+            Coalesced::Lead(lease) => {
+                let result = upstream.await;
+                match &result {
+                    Ok(fetched) => {
+                        lease.fill(fetched.answer.clone(), fetched.upstream_status, self.ttl)
+                    }
+                    Err(_) => lease.abandon(),
+                }
+                self.keep_upstream(result)
+            }
+            Coalesced::Alone(ticket) => {
+                let result = upstream.await;
+                if let Ok(fetched) = &result {
+                    let (answer, status) = (fetched.answer.clone(), fetched.upstream_status);
+                    self.tier
+                        .put(&self.caller, ticket, answer, status, self.ttl);
+                }
+                self.keep_upstream(result)
+            }
+        }
+    }
+
+    /// A shared hit, kept here for its remaining time (at most 1 s while the feed is down).
+    fn keep_shared(&self, hit: SharedHit) -> Loaded {
+        let cap = self.tier.local_ttl_cap().unwrap_or(Duration::MAX);
+        Loaded {
+            fetched: Fetched {
+                answer: hit.answer,
+                upstream_status: hit.upstream_status,
+            },
+            keep_at_most: Some(hit.remaining.min(cap)),
+            from_shared: true,
+        }
+    }
+
+    /// An upstream answer, kept here for the route's TTL (at most 1 s while the feed is down).
+    fn keep_upstream(&self, result: Result<Fetched, GatewayError>) -> Result<Loaded, GatewayError> {
+        Ok(Loaded {
+            keep_at_most: self.tier.local_ttl_cap(),
+            ..Loaded::from(result?)
+        })
+    }
+}
+
+/// The local tier, and the shared tier when `--cache-redis-url` is set (its settings checked:
+/// a refused secret is a start-up error). With the shared tier the local tier names tokens as
+/// every replica does, its metrics join `metrics`, and other replicas' invalidations reach
+/// the local tier.
+pub(super) fn build(
+    settings: &Settings,
+    metrics: &mut Metrics,
+) -> Result<(Arc<ResponseCache>, Option<SharedTier>), BuildError> {
+    let policy = CachePolicy {
+        max_bytes: settings.cache_max_bytes,
+        usage_ttl: settings.cache_usage_ttl,
+        entity_ttl: settings.cache_entity_ttl,
+    };
+    let Some(config) = settings.shared_cache.resolve()? else {
+        return Ok((Arc::new(ResponseCache::new(policy)), None));
+    };
+    let namer = Namer::new(&config.secret);
+    let cache = Arc::new(ResponseCache::with_token_hmac(policy, namer.token_hmac()));
+    let tier_metrics = SharedTierMetrics::default();
+    tier_metrics.register(metrics.registry_mut());
+    let local = Arc::clone(&cache);
+    let shared = SharedTier::connect(&config, tier_metrics, move |scopes: &[Scope]| {
+        for scope in scopes {
+            local.invalidate(*scope);
+        }
+    })?;
+    Ok((cache, Some(shared)))
+}
