@@ -665,8 +665,10 @@ fn main() -> ExitCode {
     wnology_gateway::install_crypto_provider();
     let _telemetry = options.access_log.then(|| {
         let env = std::collections::HashMap::<String, String>::new();
-        wnology_gateway::telemetry::Telemetry::init_with_writer(
-            wnology_gateway::telemetry::LogFormat::Json,
+        wnology_gateway::telemetry::Telemetry::init_with(
+            wnology_gateway::telemetry::LogOptions::new(
+                wnology_gateway::telemetry::LogFormat::Json,
+            ),
             &env,
             std::io::sink,
         )

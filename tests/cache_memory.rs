@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use wnology_gateway::{
-    cache::{CacheKey, CachePolicy, Directive, Fetched, ResponseCache, Scopes},
+    cache::{CacheKey, CachePolicy, Directive, Fetched, Loaded, ResponseCache, Scopes},
     error::GatewayError,
 };
 
@@ -101,7 +101,7 @@ async fn per_entry(answer_len: usize) -> (f64, f64) {
                 Directive::Default,
                 || {
                     let fetched = fetched.clone();
-                    async move { Ok::<_, GatewayError>(fetched) }
+                    async move { Ok::<_, GatewayError>(Loaded::from(fetched)) }
                 },
             )
             .await

@@ -104,7 +104,7 @@ pub struct Fetched {
     pub upstream_status: u16,
 }
 
-/// What one load through the shared tier produced (see [`ResponseCache::get_or_load_tiered`]).
+/// What one load through the shared tier produced (see [`ResponseCache::get_or_load`]).
 #[derive(Debug, Clone)]
 pub struct Loaded {
     /// The answer.
@@ -490,30 +490,9 @@ impl ResponseCache {
     }
 
     /// Answers from the cache, or runs a load made by `make_load` (once for all identical
-    /// concurrent callers) and stores its answer for `ttl`.
+    /// concurrent callers) and stores its answer for `ttl` (or less: a load through the shared
+    /// tier says how long its answer may be kept here).
     pub async fn get_or_load<M, F>(
-        &self,
-        key: CacheKey,
-        scopes: Scopes,
-        ttl: Duration,
-        directive: Directive,
-        make_load: M,
-    ) -> Result<Served, Arc<GatewayError>>
-    where
-        M: Fn() -> F,
-        F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
-    {
-        let make_load = || {
-            let load = make_load();
-            async move { load.await.map(Loaded::from) }
-        };
-        self.get_or_load_tiered(key, scopes, ttl, directive, make_load)
-            .await
-    }
-
-    /// [`ResponseCache::get_or_load`] with a load that may answer from the shared tier and
-    /// bound how long its answer is kept here.
-    pub async fn get_or_load_tiered<M, F>(
         &self,
         key: CacheKey,
         scopes: Scopes,
@@ -686,7 +665,7 @@ mod tests {
         };
         let ttl = Duration::from_secs(60);
         let served = cache
-            .get_or_load_tiered(
+            .get_or_load(
                 key(&cache),
                 Scopes::default(),
                 ttl,

@@ -114,8 +114,7 @@ impl<'a> CachedRead<'a> {
                 }
             })
         };
-        let cached =
-            cache.get_or_load_tiered(self.key, scopes, self.ttl, self.directive, make_load);
+        let cached = cache.get_or_load(self.key, scopes, self.ttl, self.directive, make_load);
         // Bounded by this caller's own deadline too: a waiter must not outlive it while
         // another caller's load is in flight.
         let served = tokio::time::timeout(timeout, cached)

@@ -177,33 +177,10 @@ impl Visit for Fields<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::access_sink::testing::Collected;
     use super::*;
-    use std::{
-        io::Write,
-        sync::{Arc, Mutex},
-        time::Duration,
-    };
-    use tracing_subscriber::{fmt::MakeWriter, layer::SubscriberExt};
-
-    #[derive(Clone, Default)]
-    struct Collected(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Collected {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Collected {
-        type Writer = Collected;
-        fn make_writer(&'a self) -> Collected {
-            self.clone()
-        }
-    }
+    use std::time::Duration;
+    use tracing_subscriber::layer::SubscriberExt;
 
     fn log_one_access_line() {
         tracing::info!(

@@ -231,12 +231,19 @@ impl<'a> MakeWriter<'a> for AccessSink {
     }
 }
 
+/// A sink that keeps what it is given, for the tests of the access log.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) mod testing {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+    };
 
+    use tracing_subscriber::fmt::MakeWriter;
+
+    /// Everything written, in order.
     #[derive(Clone, Default)]
-    struct Collected(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Collected(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Collected {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -247,6 +254,18 @@ mod tests {
             Ok(())
         }
     }
+
+    impl<'a> MakeWriter<'a> for Collected {
+        type Writer = Collected;
+        fn make_writer(&'a self) -> Collected {
+            self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::Collected, *};
 
     #[test]
     fn lines_are_written_in_order_and_flushed_at_shutdown() {

@@ -120,18 +120,6 @@ impl Telemetry {
         Telemetry::init_with(options, env, std::io::stdout)
     }
 
-    /// Installs the global subscriber, writing logs to `writer` (access log on).
-    pub fn init_with_writer<W>(
-        format: LogFormat,
-        env: &dyn EnvSource,
-        writer: W,
-    ) -> Result<Telemetry, TelemetryError>
-    where
-        W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
-    {
-        Telemetry::init_with(LogOptions::new(format), env, writer)
-    }
-
     /// Installs the global subscriber, writing logs to `writer`. The access log goes through a
     /// buffer and a thread of its own, so a slow `writer` never holds up an RPC: when the
     /// buffer is full, lines are dropped and counted.

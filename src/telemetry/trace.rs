@@ -289,8 +289,8 @@ pub fn caller_trace_headers(metadata: &MetadataMap) -> Vec<(HeaderName, HeaderVa
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_unsampled_context_keeps_the_callers_trace_and_is_not_sampled() {
+    /// Metadata of a caller with a sampled trace.
+    fn caller_metadata() -> MetadataMap {
         let mut metadata = MetadataMap::new();
         metadata.insert(
             "traceparent",
@@ -298,6 +298,12 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
+        metadata
+    }
+
+    #[test]
+    fn an_unsampled_context_keeps_the_callers_trace_and_is_not_sampled() {
+        let metadata = caller_metadata();
         let parent = extract_context(&metadata);
         let caller = parent.span().span_context().clone();
         assert!(caller.is_valid() && caller.is_remote() && caller.is_sampled());
@@ -337,13 +343,7 @@ mod tests {
 
     #[test]
     fn caller_trace_headers_are_only_trace_context() {
-        let mut metadata = MetadataMap::new();
-        metadata.insert(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-                .parse()
-                .unwrap(),
-        );
+        let mut metadata = caller_metadata();
         metadata.insert("baggage", "user=alice".parse().unwrap());
         let headers = caller_trace_headers(&metadata);
         assert_eq!(headers.len(), 1);

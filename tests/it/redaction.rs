@@ -11,7 +11,7 @@ use crate::support::{otlp::*, *};
 use serde_json::json;
 use wnology_gateway::{
     proto,
-    telemetry::{LogFormat, Telemetry},
+    telemetry::{LogFormat, LogOptions, Telemetry},
 };
 
 const SECRET: &str = "s3cr3t-bearer-token-e1b7f05c";
@@ -52,8 +52,10 @@ async fn the_token_never_appears_in_logs_spans_or_metrics() {
     ]);
     let logs = Captured::default();
     let writer = logs.clone();
-    let telemetry =
-        Telemetry::init_with_writer(LogFormat::Json, &env, move || writer.clone()).unwrap();
+    let telemetry = Telemetry::init_with(LogOptions::new(LogFormat::Json), &env, move || {
+        writer.clone()
+    })
+    .unwrap();
 
     let upstream = RecordingUpstream::start_with(|request| match request.method.as_str() {
         "GET" => Answer::json(200, &json!({"id": id(1), "name": "Acme"})),

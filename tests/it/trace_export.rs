@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use serde_json::json;
 use wnology_gateway::{
     proto,
-    telemetry::{LogFormat, Telemetry},
+    telemetry::{LogFormat, LogOptions, Telemetry},
 };
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -37,7 +37,8 @@ async fn server_and_client_spans_are_exported_and_the_trace_reaches_the_upstream
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let telemetry = Telemetry::init_with_writer(LogFormat::Json, &env, std::io::sink).unwrap();
+    let telemetry =
+        Telemetry::init_with(LogOptions::new(LogFormat::Json), &env, std::io::sink).unwrap();
 
     let upstream = RecordingUpstream::start_with(|request| {
         if request.path_and_query.starts_with("/orgs/") {

@@ -7,7 +7,7 @@ use crate::support::{otlp::*, *};
 use serde_json::json;
 use wnology_gateway::{
     proto,
-    telemetry::{LogFormat, Telemetry},
+    telemetry::{LogFormat, LogOptions, Telemetry},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +24,8 @@ async fn spans_are_exported_over_http_protobuf() {
         ),
         ("OTEL_TRACES_SAMPLER".to_string(), "always_on".to_string()),
     ]);
-    let telemetry = Telemetry::init_with_writer(LogFormat::Text, &env, std::io::sink).unwrap();
+    let telemetry =
+        Telemetry::init_with(LogOptions::new(LogFormat::Text), &env, std::io::sink).unwrap();
     let upstream = RecordingUpstream::start(Answer::json(200, &json!({"counts": []}))).await;
     let gateway = TestGateway::start_traced(
         wnology_gateway::config::Settings::for_upstream(upstream.url()),
