@@ -92,7 +92,9 @@ impl<'a> CachedRead<'a> {
             .shared
             .filter(|_| self.directive == Directive::Default)
             .map(|(tier, authorization)| SharedRead {
-                caller: tier.caller(authorization.as_bytes()),
+                // The local key's token id is the tier's (`shared::build` keys the local tier
+                // with it): no second HMAC of the token.
+                caller: tier.caller_with_id(self.key.token, authorization.as_bytes()),
                 tier: tier.clone(),
                 key: self.key.clone(),
                 scopes,

@@ -56,9 +56,7 @@ impl Gateway {
             )))
         })
     }
-}
 
-impl Gateway {
     /// Drops what a write changed here, then in the shared tier and on the other replicas
     /// (bounded by `--cache-redis-timeout`; retried in the background if Redis is down).
     async fn invalidate(&self, scopes: &[Scope]) {

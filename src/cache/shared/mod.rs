@@ -215,7 +215,12 @@ impl SharedTier {
 
     /// The caller of one RPC (its token id, shard and value key).
     pub fn caller(&self, authorization: &[u8]) -> Caller {
-        let token = self.token_id(authorization);
+        self.caller_with_id(self.token_id(authorization), authorization)
+    }
+
+    /// [`SharedTier::caller`] for a token whose id is already known: a local tier built on
+    /// this tier's token key (see [`SharedTier::token_id`]) holds it in its cache key.
+    pub fn caller_with_id(&self, token: TokenId, authorization: &[u8]) -> Caller {
         Caller {
             placement: self.inner.namer.place(token),
             seal: Arc::new(SealKey::for_token(&self.inner.secret, authorization)),
