@@ -56,6 +56,15 @@ impl fmt::Debug for TokenId {
     }
 }
 
+impl TokenId {
+    /// The id of `authorization` under `key` (a keyed HMAC-SHA256 of the whole value).
+    pub(crate) fn under(key: &Hmac<Sha256>, authorization: &[u8]) -> TokenId {
+        let mut mac = key.clone();
+        mac.update(authorization);
+        TokenId(mac.finalize().into_bytes().into())
+    }
+}
+
 /// What identifies one cached answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -484,9 +493,7 @@ impl ResponseCache {
 
     /// The caller's identity for keys: a keyed hash of the whole `authorization` value.
     pub fn token_id(&self, authorization: &[u8]) -> TokenId {
-        let mut mac = self.hmac.clone();
-        mac.update(authorization);
-        TokenId(mac.finalize().into_bytes().into())
+        TokenId::under(&self.hmac, authorization)
     }
 
     /// Answers from the cache, or runs a load made by `make_load` (once for all identical

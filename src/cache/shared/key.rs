@@ -108,9 +108,7 @@ impl Namer {
 
     /// The caller's token id: the same on every replica sharing the secret.
     pub fn token_id(&self, authorization: &[u8]) -> TokenId {
-        let mut mac = self.tokens.clone();
-        mac.update(authorization);
-        TokenId(mac.finalize().into_bytes().into())
+        TokenId::under(&self.tokens, authorization)
     }
 
     /// Where `token`'s keys live.
