@@ -101,6 +101,9 @@ pub struct Settings {
     /// Time to live of cached entities and lists (me, organizations, invitations); 0 disables.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub cache_entity_ttl: Duration,
+    /// How long past their TTL cached answers may still be served (`--cache-*-stale-*`).
+    #[command(flatten)]
+    pub cache_stale: crate::cache::stale::StaleSettings,
     /// The shared cache tier on Redis (`--cache-redis-*`, `--cache-secret-file`).
     #[command(flatten)]
     pub shared_cache: crate::cache::shared::SharedTierSettings,
@@ -112,6 +115,9 @@ pub struct Settings {
     /// exponential backoff and jitter, inside the caller's deadline; writes are never retried.
     #[arg(long, default_value_t = 2)]
     pub upstream_retries: u32,
+    /// The upstream's circuit breaker (`--upstream-breaker-*`).
+    #[command(flatten)]
+    pub upstream_breaker: crate::upstream::breaker::BreakerSettings,
     /// Most RPCs served at once; beyond it calls are refused at once with UNAVAILABLE (health
     /// and reflection are exempt). 0 means no limit.
     #[arg(long, default_value_t = 1024)]
@@ -188,6 +194,11 @@ pub struct Settings {
     #[cfg(feature = "sandbox")]
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub sandbox_invite_ttl: Duration,
+    /// Sandbox faults on demand (with `--sandbox`): `off`, `503` or `hang` for a share of
+    /// calls (`503:0.5`); changed at run time with `PUT /_sandbox/faults` on the sandbox's port.
+    #[cfg(feature = "sandbox")]
+    #[arg(long, default_value = "off")]
+    pub sandbox_faults: wnology_sandbox::faults::Faults,
 }
 
 impl Settings {

@@ -65,6 +65,18 @@ pub enum GatewayError {
     /// A defect in the gateway itself.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The upstream's circuit breaker is open: the call was not sent.
+    #[error(
+        "the upstream is failing and its circuit breaker is open; retry in {} ms",
+        retry_after.as_millis()
+    )]
+    CircuitOpen {
+        /// The rest of the cool-down.
+        retry_after: Duration,
+    },
+    /// `cache-control: only-if-cached` and no cached answer may be served.
+    #[error("no cached answer (cache-control: only-if-cached); the upstream was not called")]
+    NotCached,
 }
 
 /// An HTTP error answered by the upstream.
@@ -104,6 +116,7 @@ impl GatewayError {
             GatewayError::DeadlineExceeded => Code::DeadlineExceeded,
             GatewayError::ResponseTooLarge { .. } => Code::ResourceExhausted,
             GatewayError::BadResponse { .. } | GatewayError::Internal(_) => Code::Internal,
+            GatewayError::CircuitOpen { .. } | GatewayError::NotCached => Code::Unavailable,
         }
     }
 
@@ -160,6 +173,10 @@ impl GatewayError {
                         upstream.retry_after.unwrap_or(Duration::from_secs(1)),
                     ));
                 }
+            }
+            GatewayError::CircuitOpen { retry_after } => {
+                details.set_error_info(local_reason(self), GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(*retry_after));
             }
             other => {
                 details.set_error_info(local_reason(other), GATEWAY_DOMAIN, HashMap::new());
@@ -218,6 +235,8 @@ fn local_reason(error: &GatewayError) -> &'static str {
         GatewayError::ResponseTooLarge { .. } => "UPSTREAM_RESPONSE_TOO_LARGE",
         GatewayError::BadResponse { .. } => "UPSTREAM_BAD_RESPONSE",
         GatewayError::Internal(_) => "INTERNAL",
+        GatewayError::CircuitOpen { .. } => "UPSTREAM_CIRCUIT_OPEN",
+        GatewayError::NotCached => "NOT_CACHED",
     }
 }
 
@@ -359,6 +378,24 @@ mod tests {
     fn bounded_cuts_on_a_character_boundary() {
         assert_eq!(bounded("abc", 3), "abc");
         assert_eq!(bounded("aé", 2), "a… [cut: 3 bytes in all]");
+    }
+
+    #[test]
+    fn an_open_circuit_says_when_to_retry() {
+        let status = GatewayError::CircuitOpen {
+            retry_after: Duration::from_millis(2500),
+        }
+        .into_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "UPSTREAM_CIRCUIT_OPEN");
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(Duration::from_millis(2500))
+        );
+        let status = GatewayError::NotCached.into_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.get_error_details().error_info().unwrap().reason, "NOT_CACHED");
     }
 
     #[test]

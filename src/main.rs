@@ -88,6 +88,7 @@ async fn run_gateway(
         let options = SandboxOptions {
             seed: settings.sandbox_seed.clone(),
             invite_ttl: settings.sandbox_invite_ttl,
+            faults: settings.sandbox_faults,
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         settings.upstream_url = format!("http://{}", listener.local_addr()?);

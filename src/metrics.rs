@@ -65,6 +65,15 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a circuit-breaker transition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BreakerTransitionLabels {
+    /// The state left: `closed`, `open`, `half_open`.
+    pub from: &'static str,
+    /// The state entered.
+    pub to: &'static str,
+}
+
 /// The HTTP status of an upstream call, or why there is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamStatus {
@@ -107,6 +116,9 @@ pub struct Metrics {
     refused: Family<RefusalLabels, Counter>,
     upstream_in_flight: Gauge,
     upstream_retries: Family<ActionLabels, Counter>,
+    breaker_state: Gauge,
+    breaker_transitions: Family<BreakerTransitionLabels, Counter>,
+    breaker_refused: Counter,
     cache_figures: Arc<OnceLock<Box<dyn Fn() -> CacheFigures + Send + Sync>>>,
 }
 
@@ -189,6 +201,24 @@ impl Metrics {
             "Upstream reads sent again after a retryable failure, by action",
             upstream_retries.clone(),
         );
+        let breaker_state = Gauge::default();
+        registry.register(
+            "upstream_breaker_state",
+            "The upstream circuit breaker's state: 0 closed, 1 open, 2 half-open",
+            breaker_state.clone(),
+        );
+        let breaker_transitions = Family::<BreakerTransitionLabels, Counter>::default();
+        registry.register(
+            "upstream_breaker_transitions",
+            "Changes of the upstream circuit breaker's state, by state left and entered",
+            breaker_transitions.clone(),
+        );
+        let breaker_refused = Counter::default();
+        registry.register(
+            "upstream_breaker_refused",
+            "Upstream calls not sent because the circuit breaker was open",
+            breaker_refused.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -209,6 +239,9 @@ impl Metrics {
             refused,
             upstream_in_flight,
             upstream_retries,
+            breaker_state,
+            breaker_transitions,
+            breaker_refused,
             cache_figures,
         }
     }
@@ -261,6 +294,26 @@ impl Metrics {
         self.upstream_retries
             .get_or_create(&ActionLabels { action })
             .inc();
+    }
+
+    /// Records a change of the circuit breaker's state.
+    pub fn upstream_breaker_transition(
+        &self,
+        from: &'static str,
+        to: crate::upstream::breaker::State,
+    ) {
+        self.breaker_state.set(to.gauge());
+        self.breaker_transitions
+            .get_or_create(&BreakerTransitionLabels {
+                from,
+                to: to.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an upstream call the open circuit breaker refused.
+    pub fn upstream_breaker_refused(&self) {
+        self.breaker_refused.inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -325,6 +378,21 @@ impl Collector for CacheCollector {
                 figures.invalidations,
             ),
         ];
+        let stale = encoder.encode_descriptor(
+            "cache_stale_answers",
+            "Answers served past their TTL, by reason: `revalidate` (while a background refresh \
+             ran) or `error` (in place of an upstream failure)",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        encode_stale(stale, figures.stale_revalidate, figures.stale_error)?;
+        let refreshes = ConstCounter::new(figures.refreshes);
+        refreshes.encode(encoder.encode_descriptor(
+            "cache_background_refreshes",
+            "Background refreshes of entries served stale (one per key at a time)",
+            None,
+            refreshes.metric_type(),
+        )?)?;
         for (name, help, value) in counters {
             let metric = encoder.encode_descriptor(
                 name,
@@ -361,6 +429,23 @@ impl Collector for CacheCollector {
         }
         Ok(())
     }
+}
+
+/// Labels of a stale answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StaleLabels {
+    reason: &'static str,
+}
+
+fn encode_stale(
+    mut metric: prometheus_client::encoding::MetricEncoder<'_>,
+    revalidate: u64,
+    error: u64,
+) -> Result<(), fmt::Error> {
+    for (reason, value) in [("revalidate", revalidate), ("error", error)] {
+        ConstCounter::new(value).encode(metric.encode_family(&StaleLabels { reason })?)?;
+    }
+    Ok(())
 }
 
 /// Reads the access log's dropped-line count at scrape time.

@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use wnology_gateway::{
-    cache::{CacheKey, CachePolicy, Directive, Fetched, Loaded, ResponseCache, Scopes},
+    cache::{CacheKey, CachePolicy, Fetched, Loaded, ReadPolicy, ResponseCache, Scopes, stale::StaleSettings},
     error::GatewayError,
 };
 
@@ -70,6 +70,7 @@ async fn per_entry(answer_len: usize) -> (f64, f64) {
         max_bytes: 1 << 34,
         usage_ttl: Duration::from_secs(3600),
         entity_ttl: Duration::from_secs(3600),
+        stale: StaleSettings::off(),
     });
     let token = cache.token_id(b"Bearer memory-test");
     let answer = vec![0x2a_u8; answer_len];
@@ -97,8 +98,7 @@ async fn per_entry(answer_len: usize) -> (f64, f64) {
             .get_or_load(
                 key,
                 tags,
-                Duration::from_secs(3600),
-                Directive::Default,
+                ReadPolicy::new(Duration::from_secs(3600)),
                 || {
                     let fetched = fetched.clone();
                     async move { Ok::<_, GatewayError>(Loaded::from(fetched)) }

@@ -56,13 +56,15 @@ pub(super) struct Waiter {
 
 impl InFlight {
     /// Joins the load in flight for `key`, or starts `load` (storing its answer in `entries`)
-    /// when there is none; `true` when this call started it. `None` when an answer was stored
-    /// since the caller looked: it should look again.
+    /// when there is none; `true` when this call started it. `None` when `look_again` (the
+    /// caller found no entry) and an answer was stored since the caller looked: it should look
+    /// again. A caller that found a stale entry loads whatever is stored.
     pub(super) fn join_or_start<F>(
         &self,
         key: &CacheKey,
         scopes: Scopes,
         entries: &Cache<CacheKey, Cached>,
+        look_again: bool,
         load: impl FnOnce() -> F,
     ) -> Option<(Waiter, bool)>
     where
@@ -78,7 +80,7 @@ impl InFlight {
                 existing.waiters += 1;
                 (existing, false)
             }
-            Entry::Vacant(_) if entries.contains_key(key) => return None,
+            Entry::Vacant(_) if look_again && entries.contains_key(key) => return None,
             Entry::Vacant(vacant) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let task = tokio::spawn(store_when_loaded(

@@ -7,7 +7,10 @@
 //! upstream call, which runs in a detached task so that a cancelled first caller does not make
 //! the others call again. Errors are never cached. Writes invalidate what they change (see
 //! [`crate::routes::Scope`]) through generation counters checked on every read, so no
-//! answer that may predate a write is served once the write has returned.
+//! answer that may predate a write is served once the write has returned, not even stale.
+//!
+//! Past its TTL an entry is kept for its class's longest stale window (see [`stale`]): served
+//! at once while one background refresh runs, or in place of an upstream failure.
 
 use std::{
     fmt,
@@ -23,17 +26,19 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac, digest::KeyInit};
 use moka::{future::Cache, notification::RemovalCause};
 use sha2::Sha256;
-use tonic::metadata::MetadataMap;
-
 use crate::{
     error::GatewayError,
     routes::{self, CacheClass},
 };
 
+mod control;
 mod inflight;
 pub mod shared;
+pub mod stale;
 
+pub use control::{CacheControl, Directive};
 use inflight::{InFlight, LoadResult};
+use stale::{Freshness, StaleSettings, StaleWindows, Timing};
 
 /// Bytes counted for each entry beyond its key's bytes and its encoded answer: moka's nodes,
 /// the key and value structs, the `Bytes` handle and the allocator's rounding. Measured at about
@@ -123,6 +128,11 @@ pub struct Loaded {
     pub keep_at_most: Option<Duration>,
     /// Whether it came from the shared tier rather than the upstream.
     pub from_shared: bool,
+    /// How long ago it was fetched from the upstream (a shared hit's time in the shared tier).
+    pub age: Duration,
+    /// Whether it must not be served past its time here (the shared tier's feed is not
+    /// trusted, so another replica's invalidation might be missed).
+    pub no_stale: bool,
 }
 
 impl From<Fetched> for Loaded {
@@ -131,6 +141,8 @@ impl From<Fetched> for Loaded {
             fetched,
             keep_at_most: None,
             from_shared: false,
+            age: Duration::ZERO,
+            no_stale: false,
         }
     }
 }
@@ -144,6 +156,8 @@ pub struct Served {
     pub outcome: Outcome,
     /// The upstream's HTTP status, when this call's answer came from an upstream call.
     pub upstream_status: Option<u16>,
+    /// How long ago the answer was fetched from the upstream, for a cached answer (`age`).
+    pub age: Option<Duration>,
 }
 
 /// A cached answer.
@@ -151,51 +165,96 @@ pub struct Served {
 struct Cached {
     fetched: Fetched,
     from_shared: bool,
-    ttl: Duration,
+    timing: Timing,
+    /// Its stale windows (none when it must not be served stale).
+    windows: StaleWindows,
     scopes: Scopes,
     stamp: Stamp,
+}
+
+impl Cached {
+    /// An answer just loaded, kept for `ttl` (or less, as the load says) and `windows`.
+    fn new(
+        loaded: Loaded,
+        ttl: Duration,
+        windows: StaleWindows,
+        scopes: Scopes,
+        stamp: Stamp,
+    ) -> Cached {
+        let now = Instant::now();
+        let fresh_for = loaded.keep_at_most.map_or(ttl, |most| most.min(ttl));
+        let windows = if loaded.no_stale {
+            StaleWindows::default()
+        } else {
+            windows
+        };
+        Cached {
+            fetched: loaded.fetched,
+            from_shared: loaded.from_shared,
+            timing: Timing {
+                fetched_at: now.checked_sub(loaded.age).unwrap_or(now),
+                fresh_until: now + fresh_for,
+            },
+            windows,
+            scopes,
+            stamp,
+        }
+    }
+}
+
+impl Cached {
+    /// How long moka keeps it from `now`: the rest of its TTL and its longest stale window,
+    /// so that the byte bound counts entries kept stale.
+    fn keep(&self, now: Instant) -> Duration {
+        let fresh_for = self.timing.fresh_until.saturating_duration_since(now);
+        fresh_for.saturating_add(self.windows.longest())
+    }
 }
 
 impl fmt::Debug for Cached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cached")
             .field("answer_len", &self.fetched.answer.len())
-            .field("ttl", &self.ttl)
+            .field("timing", &self.timing)
+            .field("windows", &self.windows)
             .finish()
     }
 }
 
-/// How the caller asked the cache to behave (`cache-control` metadata).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Directive {
-    /// Use the cache.
-    Default,
-    /// `no-cache`: do not read the cache; fetch, and store the fresh answer.
-    NoCache,
-    /// `no-store`: neither read nor write the cache.
-    NoStore,
+/// How one read may use the cache: its class's TTL and stale windows, the caller's
+/// `cache-control`, and how long it may wait for a load.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPolicy {
+    /// The route's time to live.
+    pub ttl: Duration,
+    /// The route class's stale windows.
+    pub windows: StaleWindows,
+    /// The caller's `cache-control`.
+    pub control: CacheControl,
+    /// The longest the call waits for a load (its deadline): past it the load is a timeout,
+    /// which a stale entry may answer for.
+    pub wait: Duration,
 }
 
-impl Directive {
-    /// Reads the `cache-control` metadata.
-    pub fn from_metadata(metadata: &MetadataMap) -> Directive {
-        let mut directive = Directive::Default;
-        for value in metadata
-            .get_all("cache-control")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-        {
-            for token in value.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("no-store") {
-                    return Directive::NoStore;
-                }
-                if token.eq_ignore_ascii_case("no-cache") {
-                    directive = Directive::NoCache;
-                }
-            }
+impl ReadPolicy {
+    /// Plain read-through for `ttl`: no stale windows, default `cache-control`, no wait bound.
+    pub fn new(ttl: Duration) -> ReadPolicy {
+        ReadPolicy {
+            ttl,
+            windows: StaleWindows::default(),
+            control: CacheControl::default(),
+            wait: Duration::MAX,
         }
-        directive
     }
+}
+
+/// Why a stale answer was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StaleReason {
+    /// Within stale-while-revalidate, while a background refresh runs.
+    Revalidate,
+    /// In place of an upstream failure.
+    Error,
 }
 
 /// What the cache did for one call (the `x-cache` response metadata).
@@ -209,6 +268,8 @@ pub enum Outcome {
     Miss,
     /// The cache was not read (`cache-control`, or caching disabled for the RPC).
     Bypass,
+    /// Served from this replica's cache past its TTL (stale-while-revalidate, stale-if-error).
+    Stale,
 }
 
 impl Outcome {
@@ -219,6 +280,7 @@ impl Outcome {
             Outcome::SharedHit => "shared-hit",
             Outcome::Miss => "miss",
             Outcome::Bypass => "bypass",
+            Outcome::Stale => "stale",
         }
     }
 }
@@ -230,12 +292,23 @@ fn served(cached: Cached, outcome: Outcome) -> Served {
         Outcome::Miss if cached.from_shared => Outcome::SharedHit,
         outcome => outcome,
     };
+    let cached_answer = matches!(outcome, Outcome::Hit | Outcome::SharedHit | Outcome::Stale);
     Served {
+        age: cached_answer.then(|| cached.timing.age(Instant::now())),
         answer: cached.fetched.answer,
         outcome,
-        upstream_status: (!matches!(outcome, Outcome::Hit | Outcome::SharedHit))
-            .then_some(cached.fetched.upstream_status),
+        upstream_status: (!cached_answer).then_some(cached.fetched.upstream_status),
     }
+}
+
+/// Waits at most `wait` for `load`; past it, a timeout.
+async fn bounded<T>(
+    wait: Duration,
+    load: impl Future<Output = Result<T, Arc<GatewayError>>>,
+) -> Result<T, Arc<GatewayError>> {
+    tokio::time::timeout(wait, load)
+        .await
+        .unwrap_or_else(|_| Err(Arc::new(GatewayError::DeadlineExceeded)))
 }
 
 /// The cache's settings.
@@ -247,6 +320,8 @@ pub struct CachePolicy {
     pub usage_ttl: Duration,
     /// Time to live of entities and lists; zero disables caching them.
     pub entity_ttl: Duration,
+    /// The stale windows of both classes.
+    pub stale: StaleSettings,
 }
 
 impl CachePolicy {
@@ -258,6 +333,11 @@ impl CachePolicy {
             CacheClass::Entity => self.entity_ttl,
         };
         (!ttl.is_zero() && self.max_bytes > 0).then_some(ttl)
+    }
+
+    /// The stale windows of a class.
+    pub fn windows(&self, class: CacheClass) -> StaleWindows {
+        self.stale.windows(class)
     }
 }
 
@@ -276,6 +356,12 @@ pub struct CacheStats {
     pub expirations: AtomicU64,
     /// Invalidations applied after writes.
     pub invalidations: AtomicU64,
+    /// Stale answers served while a background refresh ran.
+    pub stale_revalidate: AtomicU64,
+    /// Stale answers served in place of an upstream failure.
+    pub stale_error: AtomicU64,
+    /// Background refreshes started (one per key at a time).
+    pub refreshes: AtomicU64,
 }
 
 /// A snapshot of the cache's figures.
@@ -293,6 +379,12 @@ pub struct CacheFigures {
     pub expirations: u64,
     /// See [`CacheStats::invalidations`].
     pub invalidations: u64,
+    /// See [`CacheStats::stale_revalidate`].
+    pub stale_revalidate: u64,
+    /// See [`CacheStats::stale_error`].
+    pub stale_error: u64,
+    /// See [`CacheStats::refreshes`].
+    pub refreshes: u64,
     /// Entries now (approximate until pending maintenance runs).
     pub entries: u64,
     /// Weighted size now, in bytes.
@@ -430,18 +522,18 @@ impl fmt::Debug for ResponseCache {
 struct PerEntryTtl;
 
 impl moka::Expiry<CacheKey, Cached> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CacheKey, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
+    fn expire_after_create(&self, _: &CacheKey, value: &Cached, now: Instant) -> Option<Duration> {
+        Some(value.keep(now))
     }
 
     fn expire_after_update(
         &self,
         _: &CacheKey,
         value: &Cached,
-        _: Instant,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.keep(now))
     }
 }
 
@@ -497,14 +589,17 @@ impl ResponseCache {
     }
 
     /// Answers from the cache, or runs a load made by `make_load` (once for all identical
-    /// concurrent callers) and stores its answer for `ttl` (or less: a load through the shared
-    /// tier says how long its answer may be kept here).
+    /// concurrent callers) and stores its answer for `read.ttl` (or less: a load through the
+    /// shared tier says how long its answer may be kept here) and its stale windows.
+    ///
+    /// An entry past its TTL within stale-while-revalidate is answered at once while one
+    /// background refresh runs; an older one within stale-if-error answers in place of an
+    /// upstream failure. Neither is served once a write has invalidated it.
     pub async fn get_or_load<M, F>(
         &self,
         key: CacheKey,
         scopes: Scopes,
-        ttl: Duration,
-        directive: Directive,
+        read: ReadPolicy,
         make_load: M,
     ) -> Result<Served, Arc<GatewayError>>
     where
@@ -516,80 +611,165 @@ impl ResponseCache {
             let load = make_load();
             async move {
                 let loaded = load.await.map_err(Arc::new)?;
-                Ok(Cached {
-                    fetched: loaded.fetched,
-                    from_shared: loaded.from_shared,
-                    ttl: loaded.keep_at_most.map_or(ttl, |most| most.min(ttl)),
-                    scopes,
-                    stamp,
-                })
+                Ok(Cached::new(loaded, read.ttl, read.windows, scopes, stamp))
             }
         };
-        match directive {
-            Directive::NoStore => Ok(served(load().await?, Outcome::Bypass)),
+        match read.control.directive {
+            Directive::NoStore => return Ok(served(bounded(read.wait, load()).await?, Outcome::Bypass)),
             Directive::NoCache => {
-                let cached = load().await?;
+                let cached = bounded(read.wait, load()).await?;
                 self.entries.insert(key, cached.clone()).await;
-                Ok(served(cached, Outcome::Bypass))
+                return Ok(served(cached, Outcome::Bypass));
             }
-            Directive::Default => {
-                let mut looked = 0;
-                let cached = loop {
-                    if let Some(hit) = self.lookup(&key).await {
-                        return Ok(hit);
+            Directive::Default => {}
+        }
+        let seen = self.current_entry(&key).await;
+        if let Some(entry) = &seen {
+            let now = Instant::now();
+            match stale::freshness(entry.timing, entry.windows, &read.control, now) {
+                Freshness::Fresh => return Ok(self.hit(entry.clone())),
+                Freshness::Revalidate => {
+                    // `only-if-cached` never calls the upstream, not even in the background.
+                    if !read.control.only_if_cached {
+                        self.refresh(&key, scopes, load);
                     }
-                    looked += 1;
-                    if let Some(result) = self.load_coalesced(&key, scopes, &load).await {
-                        break result?;
-                    }
-                    if looked == 2 {
-                        // Stored but not servable (stale): load it again, not in a loop.
-                        break load().await?;
-                    }
-                };
-                if cached.stamp != stamp {
-                    // This call joined a load that began before a write it came after: that
-                    // answer may predate the write, so fetch afresh (read-your-writes).
-                    let fresh = load().await?;
-                    self.entries.insert(key, fresh.clone()).await;
-                    return Ok(served(fresh, Outcome::Miss));
+                    return Ok(self.stale(entry.clone(), StaleReason::Revalidate));
                 }
-                Ok(served(cached, Outcome::Miss))
+                Freshness::Expired => {}
             }
+        }
+        if read.control.only_if_cached {
+            return Err(Arc::new(GatewayError::NotCached));
+        }
+        let loading = self.load_default(&key, scopes, stamp, seen.is_none(), &read.control, load);
+        let loaded = bounded(read.wait, loading).await;
+        match loaded {
+            Err(error) if stale::is_upstream_failure(&error) => {
+                let usable = seen.filter(|entry| {
+                    self.is_current(&key, entry)
+                        && stale::usable_on_error(
+                            entry.timing,
+                            entry.windows,
+                            &read.control,
+                            Instant::now(),
+                        )
+                });
+                match usable {
+                    Some(entry) => Ok(self.stale(entry, StaleReason::Error)),
+                    None => Err(error),
+                }
+            }
+            other => other,
         }
     }
 
-    /// The cached answer for `key`, if there is one that no write has made stale since its
-    /// load began. The fast path: it needs nothing but the key.
-    pub async fn lookup(&self, key: &CacheKey) -> Option<Served> {
-        let hit = self.entries.get(key).await?;
-        if self.generations.stamp(key.token, &hit.scopes) != hit.stamp {
-            // Made stale by a write: drop it so that a load replaces it.
+    /// The read-through of a call that found no servable entry: it joins the load in flight
+    /// or starts one. `look_again`: the call found no entry at all, so one stored since it
+    /// looked is a hit rather than a reason to load.
+    async fn load_default<F>(
+        &self,
+        key: &CacheKey,
+        scopes: Scopes,
+        stamp: Stamp,
+        mut look_again: bool,
+        control: &CacheControl,
+        load: impl Fn() -> F,
+    ) -> Result<Served, Arc<GatewayError>>
+    where
+        F: Future<Output = LoadResult> + Send + 'static,
+    {
+        let cached = loop {
+            if let Some(result) = self.load_coalesced(key, scopes, look_again, &load).await {
+                break result?;
+            }
+            if let Some(hit) = self.lookup(key, control).await {
+                return Ok(hit);
+            }
+            // Stored but not servable (stale): load it, not in a loop.
+            look_again = false;
+        };
+        if cached.stamp != stamp {
+            // This call joined a load that began before a write it came after: that
+            // answer may predate the write, so fetch afresh (read-your-writes).
+            let fresh = load().await?;
+            self.entries.insert(key.clone(), fresh.clone()).await;
+            return Ok(served(fresh, Outcome::Miss));
+        }
+        Ok(served(cached, Outcome::Miss))
+    }
+
+    /// The entry for `key` if no write has invalidated it since its load began (one that a
+    /// write did is dropped, so that a load replaces it).
+    async fn current_entry(&self, key: &CacheKey) -> Option<Cached> {
+        let entry = self.entries.get(key).await?;
+        if !self.is_current(key, &entry) {
             self.entries.remove(key).await;
             return None;
         }
-        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        Some(Served {
-            answer: hit.fetched.answer,
-            outcome: Outcome::Hit,
-            upstream_status: None,
-        })
+        Some(entry)
     }
 
-    /// The answer of the load in flight for `key`, or of `load` started now; `None` when an
-    /// answer was stored meanwhile (look again).
+    /// Whether no write has invalidated `entry` since its load began.
+    fn is_current(&self, key: &CacheKey, entry: &Cached) -> bool {
+        self.generations.stamp(key.token, &entry.scopes) == entry.stamp
+    }
+
+    fn hit(&self, entry: Cached) -> Served {
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        served(entry, Outcome::Hit)
+    }
+
+    fn stale(&self, entry: Cached, reason: StaleReason) -> Served {
+        let counter = match reason {
+            StaleReason::Revalidate => &self.stats.stale_revalidate,
+            StaleReason::Error => &self.stats.stale_error,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        served(entry, Outcome::Stale)
+    }
+
+    /// Starts a background refresh of `key` unless a load of it is in flight already (that
+    /// load stores its answer too): the refreshed answer replaces the entry, a failed one
+    /// leaves it for stale-if-error.
+    fn refresh<F>(&self, key: &CacheKey, scopes: Scopes, load: impl FnOnce() -> F)
+    where
+        F: Future<Output = LoadResult> + Send + 'static,
+    {
+        if let Some((waiter, true)) =
+            self.inflight
+                .join_or_start(key, scopes, &self.entries, false, load)
+        {
+            self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+            // The task is the load's waiter, so the load runs to its end without a caller.
+            tokio::spawn(async move {
+                let _ = waiter.result().await;
+            });
+        }
+    }
+
+    /// The fresh cached answer for `key`, if there is one that no write has made stale since
+    /// its load began and that `control` accepts. The fast path: it needs nothing but the key.
+    pub async fn lookup(&self, key: &CacheKey, control: &CacheControl) -> Option<Served> {
+        let entry = self.current_entry(key).await?;
+        let freshness = stale::freshness(entry.timing, entry.windows, control, Instant::now());
+        (freshness == Freshness::Fresh).then(|| self.hit(entry))
+    }
+
+    /// The answer of the load in flight for `key`, or of `load` started now; `None` when
+    /// `look_again` and an answer was stored meanwhile (look again).
     async fn load_coalesced<F>(
         &self,
         key: &CacheKey,
         scopes: Scopes,
+        look_again: bool,
         load: impl FnOnce() -> F,
     ) -> Option<LoadResult>
     where
         F: Future<Output = LoadResult> + Send + 'static,
     {
-        let (waiter, started) = self
-            .inflight
-            .join_or_start(key, scopes, &self.entries, load)?;
+        let (waiter, started) =
+            self.inflight
+                .join_or_start(key, scopes, &self.entries, look_again, load)?;
         let counter = if started {
             &self.stats.misses
         } else {
@@ -624,6 +804,9 @@ impl ResponseCache {
             evictions: load(&self.stats.evictions),
             expirations: load(&self.stats.expirations),
             invalidations: load(&self.stats.invalidations),
+            stale_revalidate: load(&self.stats.stale_revalidate),
+            stale_error: load(&self.stats.stale_error),
+            refreshes: load(&self.stats.refreshes),
             entries: self.entries.entry_count(),
             weighted_bytes: self.entries.weighted_size(),
             loads_in_flight: self.inflight.len() as u64,
@@ -646,6 +829,7 @@ mod tests {
             max_bytes: 1 << 20,
             usage_ttl: minute,
             entity_ttl: minute,
+            stale: StaleSettings::off(),
         })
     }
 
@@ -668,26 +852,24 @@ mod tests {
                 },
                 keep_at_most: Some(Duration::from_millis(100)),
                 from_shared: true,
+                age: Duration::from_secs(3),
+                no_stale: false,
             })
         };
         let ttl = Duration::from_secs(60);
         let served = cache
-            .get_or_load(
-                key(&cache),
-                Scopes::default(),
-                ttl,
-                Directive::Default,
-                load,
-            )
+            .get_or_load(key(&cache), Scopes::default(), ReadPolicy::new(ttl), load)
             .await
             .unwrap();
         assert_eq!(served.outcome, Outcome::SharedHit);
         assert_eq!(served.upstream_status, None);
-        let again = cache.lookup(&key(&cache)).await.map(|s| s.outcome);
+        assert!(served.age >= Some(Duration::from_secs(3)), "its age in the shared tier");
+        let any = CacheControl::default();
+        let again = cache.lookup(&key(&cache), &any).await.map(|s| s.outcome);
         assert_eq!(again, Some(Outcome::Hit), "it fills this replica's cache");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
-            cache.lookup(&key(&cache)).await.is_none(),
+            cache.lookup(&key(&cache), &any).await.is_none(),
             "kept no longer than the shared entry's remaining time"
         );
     }

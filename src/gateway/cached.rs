@@ -1,6 +1,7 @@
 //! Stage 3, serve from the cache: the key of a cacheable read, the hit path (which needs only
 //! the key), and the read-through load of a miss, coalesced with identical calls and bounded
-//! by this caller's deadline.
+//! by this caller's deadline; past its TTL an entry may answer stale (see
+//! [`crate::cache::stale`]), with `x-cache: stale` and its `age`.
 
 use std::{
     future::Future,
@@ -16,7 +17,8 @@ use tonic::metadata::MetadataMap;
 use super::{Answer, shared::SharedRead};
 use crate::{
     cache::{
-        CacheKey, Directive, Fetched, Loaded, Outcome, ResponseCache, Scopes, shared::SharedTier,
+        CacheControl, CacheKey, Directive, Fetched, Loaded, Outcome, ReadPolicy, ResponseCache,
+        Scopes, shared::SharedTier, stale::StaleWindows,
     },
     error::GatewayError,
     routes::Route,
@@ -27,7 +29,8 @@ use crate::{
 pub(super) struct CachedRead<'a> {
     key: CacheKey,
     ttl: Duration,
-    directive: Directive,
+    windows: StaleWindows,
+    control: CacheControl,
     /// The shared tier and the caller's `authorization`, when the tier is configured.
     shared: Option<(&'a SharedTier, &'a HeaderValue)>,
 }
@@ -52,7 +55,8 @@ impl<'a> CachedRead<'a> {
         Some(CachedRead {
             key,
             ttl,
-            directive: Directive::from_metadata(metadata),
+            windows: cache.policy().windows(route.cache),
+            control: CacheControl::from_metadata(metadata),
             shared: shared.map(|tier| (tier, authorization)),
         })
     }
@@ -60,14 +64,15 @@ impl<'a> CachedRead<'a> {
     /// The hit path: a request whose bytes hit was checked when its answer was loaded, so it
     /// is neither re-encoded to JSON nor resolved again.
     pub(super) async fn hit(&self, cache: &ResponseCache) -> Option<Answer> {
-        if self.directive != Directive::Default {
+        if self.control.directive != Directive::Default {
             return None;
         }
-        let hit = cache.lookup(&self.key).await?;
+        let hit = cache.lookup(&self.key, &self.control).await?;
         Some(Answer {
             answer: hit.answer,
             cache: Some(Outcome::Hit),
             upstream_status: None,
+            age: hit.age,
         })
     }
 
@@ -90,7 +95,7 @@ impl<'a> CachedRead<'a> {
         let scopes = Scopes::of(route.scopes, org_id(request_json.get("orgId")));
         let shared = self
             .shared
-            .filter(|_| self.directive == Directive::Default)
+            .filter(|_| self.control.directive == Directive::Default)
             .map(|(tier, authorization)| SharedRead {
                 // The local key's token id is the tier's (`shared::build` keys the local tier
                 // with it): no second HMAC of the token.
@@ -116,16 +121,20 @@ impl<'a> CachedRead<'a> {
                 }
             })
         };
-        let cached = cache.get_or_load(self.key, scopes, self.ttl, self.directive, make_load);
-        // Bounded by this caller's own deadline too: a waiter must not outlive it while
-        // another caller's load is in flight.
-        let served = tokio::time::timeout(timeout, cached)
-            .await
-            .unwrap_or(Err(Arc::new(GatewayError::DeadlineExceeded)))?;
+        let read = ReadPolicy {
+            ttl: self.ttl,
+            windows: self.windows,
+            control: self.control,
+            // Bounded by this caller's own deadline too: a waiter must not outlive it while
+            // another caller's load is in flight (and a stale entry may answer for it).
+            wait: timeout,
+        };
+        let served = cache.get_or_load(self.key, scopes, read, make_load).await?;
         Ok(Answer {
             answer: served.answer,
             cache: Some(served.outcome),
             upstream_status: served.upstream_status,
+            age: served.age,
         })
     }
 }

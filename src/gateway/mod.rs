@@ -121,6 +121,8 @@ struct Answer {
     answer: Bytes,
     cache: Option<Outcome>,
     upstream_status: Option<u16>,
+    /// How long ago a cached answer was fetched (the `age` metadata).
+    age: Option<Duration>,
 }
 
 impl Gateway {
@@ -261,6 +263,7 @@ impl Gateway {
             answer: fetched.answer,
             cache: (route.cache != CacheClass::Never).then_some(Outcome::Bypass),
             upstream_status: Some(fetched.upstream_status),
+            age: None,
         })
     }
 }
@@ -277,6 +280,9 @@ fn respond<Resp>(
             metadata.insert(REQUEST_ID, request_id.to_metadata());
             if let Some(outcome) = answer.cache {
                 metadata.insert("x-cache", AsciiMetadataValue::from_static(outcome.as_str()));
+            }
+            if let Some(age) = answer.age {
+                metadata.insert("age", AsciiMetadataValue::from(age.as_secs()));
             }
             Ok(response)
         }

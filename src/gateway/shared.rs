@@ -91,6 +91,9 @@ impl SharedRead {
             },
             keep_at_most: Some(hit.remaining.min(cap)),
             from_shared: true,
+            age: self.ttl.saturating_sub(hit.remaining),
+            // While the feed is not trusted, another replica's write might go unseen.
+            no_stale: self.tier.local_ttl_cap().is_some(),
         }
     }
 
@@ -98,6 +101,7 @@ impl SharedRead {
     fn keep_upstream(&self, result: Result<Fetched, GatewayError>) -> Result<Loaded, GatewayError> {
         Ok(Loaded {
             keep_at_most: self.tier.local_ttl_cap(),
+            no_stale: self.tier.local_ttl_cap().is_some(),
             ..Loaded::from(result?)
         })
     }
@@ -115,6 +119,7 @@ pub(super) fn build(
         max_bytes: settings.cache_max_bytes,
         usage_ttl: settings.cache_usage_ttl,
         entity_ttl: settings.cache_entity_ttl,
+        stale: settings.cache_stale,
     };
     let Some(config) = settings.shared_cache.resolve()? else {
         return Ok((Arc::new(ResponseCache::new(policy)), None));

@@ -32,10 +32,12 @@ use crate::{
     telemetry,
 };
 
+pub mod breaker;
 mod resolve;
 mod retry;
 
 pub use resolve::{GLOBAL_QUERY, MAX_PATH_AND_QUERY_BYTES, UpstreamRequest, field_name, resolve};
+use breaker::{Breaker, SystemClock, Transition};
 use retry::{backoff, is_retryable};
 
 /// One shared, pooled HTTP client for the upstream.
@@ -60,6 +62,8 @@ pub struct UpstreamClient {
     /// `--max-upstream-in-flight`: an attempt holds a permit while its HTTP exchange runs, so
     /// that nothing callers do (resets, storms) puts more than that on the upstream at once.
     in_flight: Arc<Semaphore>,
+    /// The circuit breaker around every attempt; `None` when disabled.
+    breaker: Option<Arc<Breaker>>,
     metrics: Arc<Metrics>,
 }
 
@@ -133,6 +137,7 @@ impl UpstreamClient {
                 0 => Semaphore::MAX_PERMITS,
                 bound => bound,
             })),
+            breaker: circuit_breaker(settings, &metrics),
             metrics,
         })
     }
@@ -187,6 +192,15 @@ impl UpstreamClient {
         self.retry_budget.deposit();
         let mut resend_count = 0;
         loop {
+            let permit = match &self.breaker {
+                Some(breaker) => Some(breaker.admit().map_err(|refused| {
+                    self.metrics.upstream_breaker_refused();
+                    GatewayError::CircuitOpen {
+                        retry_after: refused.retry_after,
+                    }
+                })?),
+                None => None,
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = self
                 .attempt(
@@ -198,6 +212,9 @@ impl UpstreamClient {
                     resend_count,
                 )
                 .await;
+            if let Some(permit) = permit {
+                permit.record(is_upstream_failure(&result));
+            }
             let Err(error) = &result else { return result };
             if !route.is_read() || resend_count >= self.retries || !is_retryable(error) {
                 return result;
@@ -410,6 +427,37 @@ impl UpstreamClient {
             domain: self.domain.clone(),
             retry_after,
         }
+    }
+}
+
+/// The circuit breaker of `--upstream-breaker-*`, which logs and counts its transitions.
+fn circuit_breaker(settings: &Settings, metrics: &Arc<Metrics>) -> Option<Arc<Breaker>> {
+    let metrics = Arc::clone(metrics);
+    let observer = Box::new(move |transition: Transition| {
+        metrics.upstream_breaker_transition(transition.from.as_str(), transition.to);
+        tracing::warn!(
+            from = transition.from.as_str(),
+            to = transition.to.as_str(),
+            cooldown_ms = transition.cooldown.as_millis() as u64,
+            "upstream circuit breaker changed state"
+        );
+    });
+    Breaker::new(&settings.upstream_breaker, Arc::new(SystemClock), observer).map(Arc::new)
+}
+
+/// Whether an attempt's outcome says the upstream itself is in trouble (the breaker counts
+/// it): no connection, a broken one, a timeout, a 5xx. A 4xx is the upstream working.
+pub fn is_upstream_failure(result: &Result<UpstreamResponse, GatewayError>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(GatewayError::Upstream(upstream)) => upstream.status >= 500,
+        Err(
+            GatewayError::Unreachable(_)
+            | GatewayError::ReadFailed(_)
+            | GatewayError::OutcomeUnknown(_)
+            | GatewayError::DeadlineExceeded,
+        ) => true,
+        Err(_) => false,
     }
 }
 

@@ -16,6 +16,7 @@ mod support;
 mod support_sandbox;
 
 mod access_log;
+mod breaker;
 mod cache_coalescing;
 mod cache_control;
 mod cache_invalidation;
@@ -41,6 +42,7 @@ mod schema_roundtrip;
 mod shared_cache;
 mod shared_tier;
 mod smoke;
+mod stale;
 mod tls;
 mod trace_export;
 mod trace_export_http;

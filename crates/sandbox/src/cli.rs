@@ -21,6 +21,10 @@ pub struct SandboxArgs {
     /// How long a sandbox invitation stays valid (e.g. `7d`, `90s`).
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub sandbox_invite_ttl: Duration,
+    /// Faults on demand: `off`, `503` or `hang` for a share of calls (`503:0.5`); changed at
+    /// run time with `PUT /_sandbox/faults` on the sandbox's port.
+    #[arg(long, default_value = "off")]
+    pub sandbox_faults: crate::faults::Faults,
 }
 
 impl SandboxArgs {
@@ -29,6 +33,7 @@ impl SandboxArgs {
         SandboxOptions {
             seed: self.sandbox_seed.clone(),
             invite_ttl: self.sandbox_invite_ttl,
+            faults: self.sandbox_faults,
         }
     }
 }

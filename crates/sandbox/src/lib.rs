@@ -65,6 +65,7 @@ mod actions;
 mod auth;
 pub mod cli;
 mod error;
+pub mod faults;
 mod glob;
 mod handlers;
 mod query;
@@ -99,13 +100,15 @@ pub use usage::{DEFAULT_WINDOW_MS, MAX_POINTS};
 use state::Store;
 
 /// How to start a sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SandboxOptions {
     /// A seed JSON file replacing the built-in [`Seed::demo`] (format: [`seed`] module docs).
     pub seed: Option<PathBuf>,
     /// Lifetime of invitations that do not set their own `ttlMs` (seeded ones and every
     /// invitation created through `POST /orgs/{orgId}/invites`).
     pub invite_ttl: Duration,
+    /// The faults it starts with (off by default; see [`faults`]).
+    pub faults: faults::Faults,
 }
 
 impl Default for SandboxOptions {
@@ -114,6 +117,7 @@ impl Default for SandboxOptions {
         SandboxOptions {
             seed: None,
             invite_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            faults: faults::Faults::default(),
         }
     }
 }
@@ -169,6 +173,7 @@ struct Inner {
     store: Mutex<Store>,
     requests: AtomicU64,
     tokens: Vec<SandboxToken>,
+    faults: faults::FaultSwitch,
 }
 
 impl Inner {
@@ -212,7 +217,14 @@ impl Sandbox {
                 })?
             }
         };
-        Sandbox::from_seed(seed, options.invite_ttl)
+        let sandbox = Sandbox::from_seed(seed, options.invite_ttl)?;
+        sandbox.faults().set(options.faults);
+        Ok(sandbox)
+    }
+
+    /// The fault switch (also reachable at [`faults::FAULTS_PATH`] on the sandbox's port).
+    pub fn faults(&self) -> &faults::FaultSwitch {
+        &self.inner.faults
     }
 
     /// Builds a sandbox from a seed value.
@@ -233,6 +245,7 @@ impl Sandbox {
             store: Mutex::new(Store::new(seed, invite_ttl_ms)),
             requests: AtomicU64::new(0),
             tokens,
+            faults: faults::FaultSwitch::default(),
         };
         Ok(Sandbox {
             inner: Arc::new(inner),

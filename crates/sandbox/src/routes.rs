@@ -75,6 +75,11 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
         .fallback(|uri: Uri| async move {
             ApiError::NotFound(format!("Path {} was not found", uri.path()))
         })
+        .merge(super::faults::admin(inner.faults.clone()))
+        .layer(middleware::from_fn_with_state(
+            inner.faults.clone(),
+            super::faults::inject,
+        ))
         .layer(middleware::from_fn_with_state(inner, count_requests))
 }
 

@@ -2588,3 +2588,55 @@ async fn the_binary_serves_the_seed_it_is_given_and_prints_its_address_and_token
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Faults on demand: `--sandbox-faults` (here its option) fails the exact share of calls asked
+/// for, `PUT /_sandbox/faults` changes it at run time (refusing a share outside 0..1), `GET`
+/// shows it, and `hang` answers nothing within a client's patience.
+#[tokio::test]
+async fn faults_on_demand() {
+    use wnology_sandbox::faults::{FaultMode, Faults};
+    let server = start(SandboxOptions {
+        faults: "503:0.5".parse().expect("faults"),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(server.call("GET", "/me", Some(DEMO_TOKEN), None).await.0);
+    }
+    assert_eq!(statuses, [200, 503, 200, 503]);
+    let shown = server.expect(200, "GET", "/_sandbox/faults", None, None).await;
+    assert_eq!(shown, json!({"mode": "503", "share": 0.5}));
+
+    server
+        .expect(400, "PUT", "/_sandbox/faults", None, Some(json!({"mode": "503", "share": 2})))
+        .await;
+    server
+        .expect(200, "PUT", "/_sandbox/faults", None, Some(json!({"mode": "off"})))
+        .await;
+    for _ in 0..3 {
+        server.ok("GET", "/me", DEMO_TOKEN, None).await;
+    }
+
+    server
+        .expect(200, "PUT", "/_sandbox/faults", None, Some(json!({"mode": "hang"})))
+        .await;
+    assert_eq!(
+        server.sandbox.faults().get(),
+        Faults {
+            mode: FaultMode::Hang,
+            share: 1.0
+        }
+    );
+    let impatient = Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let hung = impatient
+        .get(format!("{}/me", server.base))
+        .bearer_auth(DEMO_TOKEN)
+        .send()
+        .await;
+    assert!(hung.is_err_and(|e| e.is_timeout()), "no answer");
+}
