@@ -388,14 +388,20 @@ mod tests {
         .into_status();
         assert_eq!(status.code(), Code::Unavailable);
         let details = status.get_error_details();
-        assert_eq!(details.error_info().unwrap().reason, "UPSTREAM_CIRCUIT_OPEN");
+        assert_eq!(
+            details.error_info().unwrap().reason,
+            "UPSTREAM_CIRCUIT_OPEN"
+        );
         assert_eq!(
             details.retry_info().unwrap().retry_delay,
             Some(Duration::from_millis(2500))
         );
         let status = GatewayError::NotCached.into_status();
         assert_eq!(status.code(), Code::Unavailable);
-        assert_eq!(status.get_error_details().error_info().unwrap().reason, "NOT_CACHED");
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "NOT_CACHED"
+        );
     }
 
     #[test]

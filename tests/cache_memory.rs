@@ -14,7 +14,10 @@ use std::{
 
 use bytes::Bytes;
 use wnology_gateway::{
-    cache::{CacheKey, CachePolicy, Fetched, Loaded, ReadPolicy, ResponseCache, Scopes, stale::StaleSettings},
+    cache::{
+        CacheKey, CachePolicy, Fetched, Loaded, ReadPolicy, ResponseCache, Scopes,
+        stale::StaleSettings,
+    },
     error::GatewayError,
 };
 

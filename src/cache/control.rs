@@ -65,7 +65,11 @@ impl CacheControl {
                 Some((name, argument)) => (name.trim(), Some(argument.trim().trim_matches('"'))),
                 None => (token, None),
             };
-            let seconds = || argument.and_then(|a| a.parse::<u64>().ok()).map(Duration::from_secs);
+            let seconds = || {
+                argument
+                    .and_then(|a| a.parse::<u64>().ok())
+                    .map(Duration::from_secs)
+            };
             let smaller = |now: Option<Duration>, new: Option<Duration>| match (now, new) {
                 (Some(now), Some(new)) => Some(now.min(new)),
                 (now, new) => now.or(new),
@@ -108,9 +112,18 @@ mod tests {
         assert_eq!(parsed.max_age, Some(Duration::from_secs(30)));
         assert_eq!(parsed.stale_if_error, Some(Duration::from_secs(120)));
         assert!(parsed.only_if_cached);
-        assert_eq!(control(&["no-cache", "no-store"]).directive, Directive::NoStore);
-        assert_eq!(control(&["no-store, no-cache"]).directive, Directive::NoStore);
-        assert_eq!(control(&["max-age=0, no-cache"]).directive, Directive::NoCache);
+        assert_eq!(
+            control(&["no-cache", "no-store"]).directive,
+            Directive::NoStore
+        );
+        assert_eq!(
+            control(&["no-store, no-cache"]).directive,
+            Directive::NoStore
+        );
+        assert_eq!(
+            control(&["max-age=0, no-cache"]).directive,
+            Directive::NoCache
+        );
     }
 
     #[test]

@@ -22,14 +22,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use hmac::{Hmac, Mac, digest::KeyInit};
-use moka::{future::Cache, notification::RemovalCause};
-use sha2::Sha256;
 use crate::{
     error::GatewayError,
     routes::{self, CacheClass},
 };
+use bytes::Bytes;
+use hmac::{Hmac, Mac, digest::KeyInit};
+use moka::{future::Cache, notification::RemovalCause};
+use sha2::Sha256;
 
 mod control;
 mod inflight;
@@ -614,8 +614,14 @@ impl ResponseCache {
                 Ok(Cached::new(loaded, read.ttl, read.windows, scopes, stamp))
             }
         };
+        if read.control.only_if_cached && read.control.directive != Directive::Default {
+            // `no-cache`/`no-store` read no cache, and `only-if-cached` calls no upstream.
+            return Err(Arc::new(GatewayError::NotCached));
+        }
         match read.control.directive {
-            Directive::NoStore => return Ok(served(bounded(read.wait, load()).await?, Outcome::Bypass)),
+            Directive::NoStore => {
+                return Ok(served(bounded(read.wait, load()).await?, Outcome::Bypass));
+            }
             Directive::NoCache => {
                 let cached = bounded(read.wait, load()).await?;
                 self.entries.insert(key, cached.clone()).await;
@@ -863,7 +869,10 @@ mod tests {
             .unwrap();
         assert_eq!(served.outcome, Outcome::SharedHit);
         assert_eq!(served.upstream_status, None);
-        assert!(served.age >= Some(Duration::from_secs(3)), "its age in the shared tier");
+        assert!(
+            served.age >= Some(Duration::from_secs(3)),
+            "its age in the shared tier"
+        );
         let any = CacheControl::default();
         let again = cache.lookup(&key(&cache), &any).await.map(|s| s.outcome);
         assert_eq!(again, Some(Outcome::Hit), "it fills this replica's cache");

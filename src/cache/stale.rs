@@ -201,13 +201,24 @@ mod tests {
         };
         assert!(usable_on_error(entry, windows(5, 60), &with(None), now));
         assert!(!usable_on_error(entry, windows(5, 20), &with(None), now));
-        assert!(!usable_on_error(entry, windows(5, 60), &with(Some(10)), now), "narrowed");
+        assert!(
+            !usable_on_error(entry, windows(5, 60), &with(Some(10)), now),
+            "narrowed"
+        );
         assert!(
             !usable_on_error(entry, windows(5, 20), &with(Some(100)), now),
             "widened only up to the longest window"
         );
-        assert!(usable_on_error(entry, windows(45, 20), &with(Some(100)), now));
-        assert!(!usable_on_error(entry, windows(5, 0), &with(None), now), "0 is off");
+        assert!(usable_on_error(
+            entry,
+            windows(45, 20),
+            &with(Some(100)),
+            now
+        ));
+        assert!(
+            !usable_on_error(entry, windows(5, 0), &with(None), now),
+            "0 is off"
+        );
     }
 
     #[test]
@@ -218,7 +229,10 @@ mod tests {
             max_age: Some(S * 5),
             ..CacheControl::default()
         };
-        assert_eq!(freshness(entry, windows(5, 60), &control, now), Freshness::Expired);
+        assert_eq!(
+            freshness(entry, windows(5, 60), &control, now),
+            Freshness::Expired
+        );
         assert!(!usable_on_error(entry, windows(5, 60), &control, now));
     }
 

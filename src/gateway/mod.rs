@@ -22,7 +22,9 @@ use tonic::{
 };
 
 use crate::{
-    cache::{Outcome, ResponseCache, shared::SharedTier, shared::settings::SettingsError},
+    cache::{
+        CacheControl, Outcome, ResponseCache, shared::SharedTier, shared::settings::SettingsError,
+    },
     config::Settings,
     error::GatewayError,
     json::{self, UpstreamJson},
@@ -240,6 +242,10 @@ impl Gateway {
             && let Some(hit) = read.hit(&inner.cache).await
         {
             return Ok(hit);
+        }
+        if cached.is_none() && CacheControl::from_metadata(metadata).only_if_cached {
+            // Nothing of this call is cached: `only-if-cached` never calls the upstream.
+            return Err(Arc::new(GatewayError::NotCached));
         }
         let authorization = admitted.authorization.clone();
         let call = UpstreamCall::prepare(route, message, metadata, authorization, inner)?;

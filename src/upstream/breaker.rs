@@ -186,7 +186,9 @@ impl Breaker {
         if settings.upstream_breaker_failure_ratio <= 0.0 {
             return None;
         }
-        let window = settings.upstream_breaker_window.max(Duration::from_millis(10));
+        let window = settings
+            .upstream_breaker_window
+            .max(Duration::from_millis(10));
         let origin = clock.now();
         Some(Breaker {
             failure_ratio: settings.upstream_breaker_failure_ratio,
@@ -289,7 +291,8 @@ impl Breaker {
             .fold((0u64, 0u64), |(c, f), b| {
                 (c + u64::from(b.calls), f + u64::from(b.failures))
             });
-        if calls >= u64::from(self.min_calls) && failures as f64 >= self.failure_ratio * calls as f64
+        if calls >= u64::from(self.min_calls)
+            && failures as f64 >= self.failure_ratio * calls as f64
         {
             let cooldown = inner.cooldown;
             inner.phase = Phase::Open {
@@ -374,7 +377,10 @@ mod tests {
         }
     }
 
-    fn breaker(ratio: f64, min_calls: u32) -> (Breaker, Arc<FakeClock>, Arc<Mutex<Vec<Transition>>>) {
+    fn breaker(
+        ratio: f64,
+        min_calls: u32,
+    ) -> (Breaker, Arc<FakeClock>, Arc<Mutex<Vec<Transition>>>) {
         let clock = Arc::new(FakeClock(Mutex::new(Instant::now())));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
@@ -395,7 +401,9 @@ mod tests {
 
     #[test]
     fn a_zero_ratio_disables_it() {
-        assert!(Breaker::new(&settings(0.0, 20), Arc::new(SystemClock), Box::new(|_| {})).is_none());
+        assert!(
+            Breaker::new(&settings(0.0, 20), Arc::new(SystemClock), Box::new(|_| {})).is_none()
+        );
     }
 
     #[test]
@@ -432,7 +440,11 @@ mod tests {
         calls(&breaker, 19, true);
         clock.advance(Duration::from_secs(11));
         calls(&breaker, 1, true);
-        assert_eq!(breaker.state(), State::Closed, "the 19 are out of the window");
+        assert_eq!(
+            breaker.state(),
+            State::Closed,
+            "the 19 are out of the window"
+        );
         calls(&breaker, 19, true);
         assert_eq!(breaker.state(), State::Open);
     }
@@ -450,7 +462,12 @@ mod tests {
         assert!(breaker.admit().is_err(), "only one probe at a time");
         probe.record(false);
         assert_eq!(breaker.state(), State::Closed);
-        let states: Vec<_> = seen.lock().unwrap().iter().map(|t| (t.from, t.to)).collect();
+        let states: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| (t.from, t.to))
+            .collect();
         assert_eq!(
             states,
             [

@@ -36,8 +36,8 @@ pub mod breaker;
 mod resolve;
 mod retry;
 
-pub use resolve::{GLOBAL_QUERY, MAX_PATH_AND_QUERY_BYTES, UpstreamRequest, field_name, resolve};
 use breaker::{Breaker, SystemClock, Transition};
+pub use resolve::{GLOBAL_QUERY, MAX_PATH_AND_QUERY_BYTES, UpstreamRequest, field_name, resolve};
 use retry::{backoff, is_retryable};
 
 /// One shared, pooled HTTP client for the upstream.

@@ -77,7 +77,11 @@ async fn it_opens_answers_at_once_probes_and_closes() {
         .await
         .unwrap_err();
     assert_circuit_open(&write);
-    assert_eq!(upstream.count(), 4, "nothing reached the upstream while open");
+    assert_eq!(
+        upstream.count(),
+        4,
+        "nothing reached the upstream while open"
+    );
 
     // The cool-down over, one probe goes; it fails, and the breaker reopens for twice as long.
     tokio::time::sleep(cooldown + Duration::from_millis(50)).await;
@@ -117,8 +121,7 @@ async fn answered_4xx_do_not_open_it() {
         &json!({"type": "Unauthorized", "message": "bad token"}),
     ))
     .await;
-    let gateway =
-        TestGateway::start_with(settings(&upstream, 0.5, Duration::from_secs(5))).await;
+    let gateway = TestGateway::start_with(settings(&upstream, 0.5, Duration::from_secs(5))).await;
     let mut org = gateway.org().await;
     for _ in 0..10 {
         let status = org.get(get_org()).await.unwrap_err();
@@ -130,14 +133,15 @@ async fn answered_4xx_do_not_open_it() {
 
 #[tokio::test]
 async fn a_failure_ratio_of_zero_turns_it_off() {
-    let upstream =
-        RecordingUpstream::start(Answer::json(503, &json!({"message": "down"}))).await;
-    let gateway =
-        TestGateway::start_with(settings(&upstream, 0.0, Duration::from_secs(5))).await;
+    let upstream = RecordingUpstream::start(Answer::json(503, &json!({"message": "down"}))).await;
+    let gateway = TestGateway::start_with(settings(&upstream, 0.0, Duration::from_secs(5))).await;
     let mut org = gateway.org().await;
     for _ in 0..10 {
         let status = org.get(get_org()).await.unwrap_err();
-        let reason = status.get_error_details().error_info().map(|i| i.reason.clone());
+        let reason = status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone());
         assert_ne!(reason.as_deref(), Some("UPSTREAM_CIRCUIT_OPEN"));
     }
     assert_eq!(upstream.count(), 10);

@@ -92,6 +92,8 @@ async fn entries_expire_after_their_class_ttl() {
     let mut settings = Settings::for_upstream(upstream.url());
     settings.cache_usage_ttl = Duration::from_millis(300);
     settings.cache_entity_ttl = Duration::ZERO;
+    // Past its TTL an entry is not served at all (stale answers: tests/it/stale.rs).
+    settings.cache_stale = wnology_gateway::cache::stale::StaleSettings::off();
     let gateway = TestGateway::start_with(settings).await;
     let mut me = gateway.me().await;
     let usage = || authed(proto::MeDeviceCountsRequest::default());

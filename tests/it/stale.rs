@@ -19,7 +19,10 @@ fn counts(total: i64) -> Answer {
 }
 
 fn down(status: u16) -> Answer {
-    Answer::json(status, &json!({"type": "Trouble", "message": "status {status}"}))
+    Answer::json(
+        status,
+        &json!({"type": "Trouble", "message": "status {status}"}),
+    )
 }
 
 /// Usage reads cached for `ttl`, with the given stale windows; no retries, no breaker.
@@ -87,24 +90,36 @@ async fn an_outage_is_answered_stale_with_a_growing_age() {
     let first = read(&gateway, None).await.unwrap();
     assert_eq!((first.total, first.x_cache.as_str()), (Some(1), "miss"));
     let hit = read(&gateway, None).await.unwrap();
-    assert_eq!((hit.x_cache.as_str(), hit.age), ("hit", Some(0)), "age on every cached answer");
+    assert_eq!(
+        (hit.x_cache.as_str(), hit.age),
+        ("hit", Some(0)),
+        "age on every cached answer"
+    );
 
     tokio::time::sleep(SECOND + Duration::from_millis(200)).await;
     let mut ages = Vec::new();
     for failure in [down(503), down(500), down(429), counts(2).after(3 * SECOND)] {
         upstream.answer(failure);
         let before = upstream.count();
-        let stale = read(&gateway, None).await.expect("a stale answer, not the failure");
+        let stale = read(&gateway, None)
+            .await
+            .expect("a stale answer, not the failure");
         assert_eq!(upstream.count(), before + 1, "the upstream was asked first");
         assert_eq!((stale.total, stale.x_cache.as_str()), (Some(1), "stale"));
         ages.push(stale.age.expect("age"));
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    assert!(ages[0] >= 1 && ages[3] >= ages[0] + 1, "a growing age: {ages:?}");
+    assert!(
+        ages[0] >= 1 && ages[3] >= ages[0] + 1,
+        "a growing age: {ages:?}"
+    );
 
     upstream.answer(counts(3));
     let recovered = read(&gateway, None).await.unwrap();
-    assert_eq!((recovered.total, recovered.x_cache.as_str()), (Some(3), "miss"));
+    assert_eq!(
+        (recovered.total, recovered.x_cache.as_str()),
+        (Some(3), "miss")
+    );
     let metrics = gateway.gateway.metrics().encode();
     assert!(
         metrics.contains("cache_stale_answers_total{reason=\"error\"} 4"),
@@ -116,7 +131,12 @@ async fn an_outage_is_answered_stale_with_a_growing_age() {
 #[tokio::test]
 async fn answers_of_the_upstream_about_the_call_pass_through_never_stale() {
     let upstream = RecordingUpstream::start(counts(1)).await;
-    let settings = settings(&upstream, Duration::from_millis(200), Duration::ZERO, 600 * SECOND);
+    let settings = settings(
+        &upstream,
+        Duration::from_millis(200),
+        Duration::ZERO,
+        600 * SECOND,
+    );
     let gateway = TestGateway::start_with(settings).await;
     read(&gateway, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -133,14 +153,22 @@ async fn answers_of_the_upstream_about_the_call_pass_through_never_stale() {
     }
     upstream.answer(down(503));
     let stale = read(&gateway, None).await.unwrap();
-    assert_eq!(stale.x_cache, "stale", "the entry is still there for failures");
+    assert_eq!(
+        stale.x_cache, "stale",
+        "the entry is still there for failures"
+    );
     gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_entry_a_write_invalidated_is_never_served_stale() {
     let upstream = RecordingUpstream::start(counts(1)).await;
-    let settings = settings(&upstream, Duration::from_millis(200), Duration::ZERO, 600 * SECOND);
+    let settings = settings(
+        &upstream,
+        Duration::from_millis(200),
+        Duration::ZERO,
+        600 * SECOND,
+    );
     let gateway = TestGateway::start_with(settings).await;
     read(&gateway, None).await.unwrap();
     upstream.answer(Answer::json(200, &json!({"id": id(1), "firstName": "A"})));
@@ -183,7 +211,10 @@ async fn a_hundred_stale_reads_make_one_background_refresh() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(upstream.count(), 2, "one refresh for 100 stale reads");
     let refreshed = read(&gateway, None).await.unwrap();
-    assert_eq!((refreshed.total, refreshed.x_cache.as_str()), (Some(2), "hit"));
+    assert_eq!(
+        (refreshed.total, refreshed.x_cache.as_str()),
+        (Some(2), "hit")
+    );
 
     // A failed refresh leaves the entry for stale-if-error.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -208,16 +239,21 @@ async fn a_hundred_stale_reads_make_one_background_refresh() {
 async fn each_window_at_zero_turns_its_feature_off() {
     let upstream = RecordingUpstream::start(counts(1)).await;
     let ttl = Duration::from_millis(200);
-    let gateway = TestGateway::start_with(settings(&upstream, ttl, Duration::ZERO, 600 * SECOND)).await;
+    let gateway =
+        TestGateway::start_with(settings(&upstream, ttl, Duration::ZERO, 600 * SECOND)).await;
     read(&gateway, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     upstream.answer(counts(2));
     let no_revalidate = read(&gateway, None).await.unwrap();
-    assert_eq!((no_revalidate.total, no_revalidate.x_cache.as_str()), (Some(2), "miss"));
+    assert_eq!(
+        (no_revalidate.total, no_revalidate.x_cache.as_str()),
+        (Some(2), "miss")
+    );
     gateway.stop().await;
 
     let upstream = RecordingUpstream::start(counts(1)).await;
-    let gateway = TestGateway::start_with(settings(&upstream, ttl, Duration::ZERO, Duration::ZERO)).await;
+    let gateway =
+        TestGateway::start_with(settings(&upstream, ttl, Duration::ZERO, Duration::ZERO)).await;
     read(&gateway, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     upstream.answer(down(503));
@@ -238,7 +274,10 @@ async fn the_callers_max_age_and_stale_if_error() {
     .await;
     read(&gateway, None).await.unwrap();
     tokio::time::sleep(SECOND + Duration::from_millis(100)).await;
-    assert_eq!(read(&gateway, Some("max-age=5")).await.unwrap().x_cache, "hit");
+    assert_eq!(
+        read(&gateway, Some("max-age=5")).await.unwrap().x_cache,
+        "hit"
+    );
     upstream.answer(counts(2));
     let younger = read(&gateway, Some("max-age=1")).await.unwrap();
     assert_eq!((younger.total, younger.x_cache.as_str()), (Some(2), "miss"));
@@ -247,15 +286,26 @@ async fn the_callers_max_age_and_stale_if_error() {
 
     let upstream = RecordingUpstream::start(counts(1)).await;
     let ttl = Duration::from_millis(200);
-    let gateway = TestGateway::start_with(settings(&upstream, ttl, Duration::ZERO, 600 * SECOND)).await;
+    let gateway =
+        TestGateway::start_with(settings(&upstream, ttl, Duration::ZERO, 600 * SECOND)).await;
     read(&gateway, None).await.unwrap();
     tokio::time::sleep(SECOND + Duration::from_millis(100)).await;
     upstream.answer(down(503));
     for narrower in ["stale-if-error=0", "max-age=1"] {
         let error = read(&gateway, Some(narrower)).await.unwrap_err();
-        assert_eq!(error.code(), Code::Unavailable, "{narrower}: no stale answer");
+        assert_eq!(
+            error.code(),
+            Code::Unavailable,
+            "{narrower}: no stale answer"
+        );
     }
-    assert_eq!(read(&gateway, Some("stale-if-error=60")).await.unwrap().x_cache, "stale");
+    assert_eq!(
+        read(&gateway, Some("stale-if-error=60"))
+            .await
+            .unwrap()
+            .x_cache,
+        "stale"
+    );
     assert_eq!(read(&gateway, None).await.unwrap().x_cache, "stale");
     gateway.stop().await;
 }
@@ -264,20 +314,47 @@ async fn the_callers_max_age_and_stale_if_error() {
 async fn only_if_cached_never_reaches_the_upstream() {
     let upstream = RecordingUpstream::start(counts(1)).await;
     let ttl = Duration::from_millis(300);
-    let gateway = TestGateway::start_with(settings(&upstream, ttl, 30 * SECOND, 600 * SECOND)).await;
+    let gateway =
+        TestGateway::start_with(settings(&upstream, ttl, 30 * SECOND, 600 * SECOND)).await;
     let error = read(&gateway, Some("only-if-cached")).await.unwrap_err();
     assert_eq!(error.code(), Code::Unavailable);
     let details = error.get_error_details();
-    assert_eq!(details.error_info().expect("ErrorInfo").reason, "NOT_CACHED");
+    assert_eq!(
+        details.error_info().expect("ErrorInfo").reason,
+        "NOT_CACHED"
+    );
     assert_eq!(upstream.count(), 0, "nothing reached the upstream");
 
     read(&gateway, None).await.unwrap();
-    assert_eq!(read(&gateway, Some("only-if-cached")).await.unwrap().x_cache, "hit");
+    assert_eq!(
+        read(&gateway, Some("only-if-cached"))
+            .await
+            .unwrap()
+            .x_cache,
+        "hit"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let stale = read(&gateway, Some("only-if-cached")).await.unwrap();
     assert_eq!(stale.x_cache, "stale");
-    let too_old = read(&gateway, Some("only-if-cached, max-age=0")).await.unwrap_err();
+    let too_old = read(&gateway, Some("only-if-cached, max-age=0"))
+        .await
+        .unwrap_err();
     assert_eq!(too_old.code(), Code::Unavailable);
+    let bypass = read(&gateway, Some("only-if-cached, no-cache"))
+        .await
+        .unwrap_err();
+    assert_eq!(bypass.code(), Code::Unavailable, "no-cache reads no cache");
+    let mut uncached = gateway.me().await;
+    let mut request = authed(proto::MeRefreshTokenRequest::default());
+    request
+        .metadata_mut()
+        .insert("cache-control", "only-if-cached".parse().unwrap());
+    let never_cached = uncached.refresh_token(request).await.unwrap_err();
+    assert_eq!(
+        never_cached.code(),
+        Code::Unavailable,
+        "a route that is never cached"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(upstream.count(), 1, "not even a background refresh");
     gateway.stop().await;
@@ -286,7 +363,12 @@ async fn only_if_cached_never_reaches_the_upstream() {
 #[tokio::test]
 async fn entries_kept_past_their_ttl_stay_within_the_byte_bound() {
     let upstream = RecordingUpstream::start(counts(1)).await;
-    let mut settings = settings(&upstream, Duration::from_millis(100), Duration::ZERO, 600 * SECOND);
+    let mut settings = settings(
+        &upstream,
+        Duration::from_millis(100),
+        Duration::ZERO,
+        600 * SECOND,
+    );
     let bound = 32 * 1024;
     settings.cache_max_bytes = bound;
     let gateway = TestGateway::start_with(settings).await;

@@ -152,10 +152,7 @@ impl FaultSwitch {
 
 /// The admin route, `GET` and `PUT` [`FAULTS_PATH`].
 pub(crate) fn admin(switch: FaultSwitch) -> Router {
-    Router::new().route(
-        FAULTS_PATH,
-        get(show).put(change).with_state(switch),
-    )
+    Router::new().route(FAULTS_PATH, get(show).put(change).with_state(switch))
 }
 
 async fn show(State(switch): State<FaultSwitch>) -> Json<Faults> {
@@ -181,7 +178,11 @@ async fn change(State(switch): State<FaultSwitch>, body: axum::body::Bytes) -> R
 }
 
 /// The middleware: fails the call as the switch says, else serves it.
-pub(crate) async fn inject(State(switch): State<FaultSwitch>, request: Request, next: Next) -> Response {
+pub(crate) async fn inject(
+    State(switch): State<FaultSwitch>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.uri().path() == FAULTS_PATH {
         return next.run(request).await;
     }

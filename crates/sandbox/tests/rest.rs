@@ -2605,21 +2605,41 @@ async fn faults_on_demand() {
         statuses.push(server.call("GET", "/me", Some(DEMO_TOKEN), None).await.0);
     }
     assert_eq!(statuses, [200, 503, 200, 503]);
-    let shown = server.expect(200, "GET", "/_sandbox/faults", None, None).await;
+    let shown = server
+        .expect(200, "GET", "/_sandbox/faults", None, None)
+        .await;
     assert_eq!(shown, json!({"mode": "503", "share": 0.5}));
 
     server
-        .expect(400, "PUT", "/_sandbox/faults", None, Some(json!({"mode": "503", "share": 2})))
+        .expect(
+            400,
+            "PUT",
+            "/_sandbox/faults",
+            None,
+            Some(json!({"mode": "503", "share": 2})),
+        )
         .await;
     server
-        .expect(200, "PUT", "/_sandbox/faults", None, Some(json!({"mode": "off"})))
+        .expect(
+            200,
+            "PUT",
+            "/_sandbox/faults",
+            None,
+            Some(json!({"mode": "off"})),
+        )
         .await;
     for _ in 0..3 {
         server.ok("GET", "/me", DEMO_TOKEN, None).await;
     }
 
     server
-        .expect(200, "PUT", "/_sandbox/faults", None, Some(json!({"mode": "hang"})))
+        .expect(
+            200,
+            "PUT",
+            "/_sandbox/faults",
+            None,
+            Some(json!({"mode": "hang"})),
+        )
         .await;
     assert_eq!(
         server.sandbox.faults().get(),
