@@ -504,7 +504,11 @@ mod tests {
             entries: 1,
             weighted_bytes: 900,
             loads_in_flight: 0,
+            stale_revalidate: 4,
+            stale_error: 3,
+            refreshes: 2,
         });
+        metrics.upstream_breaker_transition("closed", crate::upstream::breaker::State::Open);
         let guard = metrics.in_flight();
         let text = metrics.encode();
         drop(guard);
@@ -518,6 +522,11 @@ mod tests {
             "wnology_gateway_cache_coalesced_total 2",
             "wnology_gateway_cache_weighted_size_bytes 900",
             "wnology_gateway_access_log_dropped_total 0",
+            r#"wnology_gateway_cache_stale_answers_total{reason="revalidate"} 4"#,
+            r#"wnology_gateway_cache_stale_answers_total{reason="error"} 3"#,
+            "wnology_gateway_cache_background_refreshes_total 2",
+            "wnology_gateway_upstream_breaker_state 1",
+            r#"wnology_gateway_upstream_breaker_transitions_total{from="closed",to="open"} 1"#,
             r#"wnology_gateway_build_info{version=""#,
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");

@@ -649,23 +649,29 @@ impl ResponseCache {
         }
         let loading = self.load_default(&key, scopes, stamp, seen.is_none(), &read.control, load);
         let loaded = bounded(read.wait, loading).await;
-        match loaded {
-            Err(error) if stale::is_upstream_failure(&error) => {
-                let usable = seen.filter(|entry| {
-                    self.is_current(&key, entry)
-                        && stale::usable_on_error(
-                            entry.timing,
-                            entry.windows,
-                            &read.control,
-                            Instant::now(),
-                        )
-                });
-                match usable {
-                    Some(entry) => Ok(self.stale(entry, StaleReason::Error)),
-                    None => Err(error),
-                }
-            }
-            other => other,
+        self.or_stale_on_error(&key, seen, &read.control, loaded)
+    }
+
+    /// `loaded`, or when it is an upstream failure, `seen` if it may answer for it: no write
+    /// has invalidated it (checked now) and it is within this call's stale-if-error window.
+    fn or_stale_on_error(
+        &self,
+        key: &CacheKey,
+        seen: Option<Cached>,
+        control: &CacheControl,
+        loaded: Result<Served, Arc<GatewayError>>,
+    ) -> Result<Served, Arc<GatewayError>> {
+        let error = match loaded {
+            Err(error) if stale::is_upstream_failure(&error) => error,
+            other => return other,
+        };
+        let usable = seen.filter(|entry| {
+            self.is_current(key, entry)
+                && stale::usable_on_error(entry.timing, entry.windows, control, Instant::now())
+        });
+        match usable {
+            Some(entry) => Ok(self.stale(entry, StaleReason::Error)),
+            None => Err(error),
         }
     }
 
