@@ -750,6 +750,7 @@ fn main() -> ExitCode {
     let sandbox = Sandbox::new(SandboxOptions {
         seed: None,
         invite_ttl: Duration::from_secs(7 * 24 * 3600),
+        faults: Default::default(),
     })
     .expect("sandbox");
     let sandbox_listener = upstream_rt

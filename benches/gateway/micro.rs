@@ -9,7 +9,7 @@ use bytes::{BufMut, BytesMut};
 use prost::Message;
 use tonic::{Request, Response, metadata::AsciiMetadataValue, metadata::MetadataMap};
 use wnology_gateway::{
-    cache::CacheKey,
+    cache::{CacheControl, CacheKey},
     gateway::{Gateway, RequestId, bearer_authorization},
     json::{self, UpstreamJson},
     metrics::RpcLabels,
@@ -161,7 +161,8 @@ pub(crate) async fn run(
     );
     rows.push(
         measure("  ResponseCache::lookup, hit", iters, || async {
-            black_box(cache.lookup(black_box(&key)).await.expect("hit"));
+            let control = CacheControl::default();
+            black_box(cache.lookup(black_box(&key), &control).await.expect("hit"));
         })
         .await,
     );

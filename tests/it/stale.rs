@@ -109,10 +109,7 @@ async fn an_outage_is_answered_stale_with_a_growing_age() {
         ages.push(stale.age.expect("age"));
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    assert!(
-        ages[0] >= 1 && ages[3] >= ages[0] + 1,
-        "a growing age: {ages:?}"
-    );
+    assert!(ages[0] >= 1 && ages[3] > ages[0], "a growing age: {ages:?}");
 
     upstream.answer(counts(3));
     let recovered = read(&gateway, None).await.unwrap();
