@@ -91,7 +91,7 @@ impl SharedRead {
             },
             keep_at_most: Some(hit.remaining.min(cap)),
             from_shared: true,
-            age: self.ttl.saturating_sub(hit.remaining),
+            age: hit.age,
             // While the feed is not trusted, another replica's write might go unseen.
             no_stale: self.tier.local_ttl_cap().is_some(),
         }
