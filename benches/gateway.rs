@@ -1607,19 +1607,20 @@ fn replicas_phase(options: &Options, rt: &Handle, report: &mut Report) {
     let (k, m) = (workload.tokens, workload.reads);
     let mut note = format!(
         "\n## Three replicas, round-robin ({k} tokens × {m} reads each, one call at a time; release binary, default flags, not pinned)\n\n\
-         | deployment | upstream requests | miss p50 / p99 | shared-hit p50 / p99 | hit p50 / p99 |\n\
-         |---|---:|---|---|---|\n"
+         | deployment | upstream requests | miss p50 / p99 | shared-hit p50 / p99 | hit p50 / p99 | feed lost |\n\
+         |---|---:|---|---|---|---:|\n"
     );
     for (name, outcome) in [
         ("a cache per replica", &separate),
         ("shared tier (Redis)", &shared),
     ] {
         note.push_str(&format!(
-            "| {name} | {} | {} | {} | {} |\n",
+            "| {name} | {} | {} | {} | {} | {} |\n",
             outcome.upstream_requests,
             outcome.describe("miss"),
             outcome.describe("shared-hit"),
             outcome.describe("hit"),
+            outcome.feed_lost,
         ));
     }
     report.notes.push(note);

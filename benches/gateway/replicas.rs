@@ -43,6 +43,8 @@ pub(crate) struct Outcome {
     pub upstream_requests: usize,
     /// Latencies (µs, sorted) by `x-cache` value.
     pub latencies: BTreeMap<String, Vec<u32>>,
+    /// Times a replica stopped trusting its local copies (its invalidation feed looked down).
+    pub feed_lost: usize,
     /// Calls that failed, and the first failure.
     pub failed: usize,
     pub first_failure: Option<String>,
@@ -122,6 +124,11 @@ fn deployment(rt: &Handle, workload: Workload, args: &[&str]) -> Result<Outcome,
     })?;
     let mut outcome = rt.block_on(reads(clients, workload));
     outcome.upstream_requests = upstream.count();
+    outcome.feed_lost = replicas
+        .iter()
+        .flat_map(GatewayBinary::log)
+        .filter(|line| line.contains("invalidation feed") && !line.contains("live again"))
+        .count();
     drop(replicas);
     Ok(outcome)
 }
