@@ -168,9 +168,11 @@ read -r redis_port closed_port closed_redis_port prometheus_port < <(free_ports 
 step "start redis-server on 127.0.0.1:$redis_port (no persistence), the shared cache tier"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize no \
   --dir "$work" --logfile "$work/redis.log" &
-pids+=($!)
+redis_pid=$!
+pids+=("$redis_pid")
 for _ in $(seq 100); do
   [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ] && break
+  kill -0 "$redis_pid" 2>/dev/null || { echo "redis-server exited at start-up" >&2; exit 1; }
   sleep 0.1
 done
 [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ] ||
