@@ -1,16 +1,20 @@
 //! Stage 2, admit: whether this call may proceed at all, decided before anything is looked
 //! up or sent — a concurrency slot (`--max-concurrency`), the deny list (`--deny-rpcs`) and a
-//! bearer token.
+//! bearer token; then the token's rate limit (`--rate-limit-*`, [`Metered`]): before the cache
+//! when hits count, else just before the upstream call (a hit, local or shared, costs the
+//! upstream nothing and is not counted).
 
-use std::collections::HashSet;
+use std::{collections::HashSet, future::Future, sync::Arc};
 
 use http::HeaderValue;
 use tonic::metadata::MetadataMap;
 
 use crate::{
+    cache::{Fetched, ResponseCache, TokenId},
     error::GatewayError,
     metrics::Metrics,
     overload::{ConcurrencyBudget, Slot},
+    ratelimit::RateLimiter,
     routes::Route,
 };
 
@@ -52,6 +56,57 @@ impl Admission {
             slot,
             authorization,
         })
+    }
+}
+
+/// One admitted call's rate limit: the limiter and the caller's token id (the cache's, so the
+/// same on every replica with the shared tier).
+#[derive(Debug, Clone)]
+pub(super) struct Metered {
+    limiter: Arc<RateLimiter>,
+    token: TokenId,
+}
+
+impl Metered {
+    /// The rate limit of a call by `authorization`, `None` when no limit is configured.
+    pub(super) fn of(
+        limiter: Option<&Arc<RateLimiter>>,
+        cache: &ResponseCache,
+        authorization: &HeaderValue,
+    ) -> Option<Metered> {
+        limiter.map(|limiter| Metered {
+            limiter: Arc::clone(limiter),
+            token: cache.token_id(authorization.as_bytes()),
+        })
+    }
+
+    /// Before the cache: counts the call when hits count too (`--rate-limit-cache-hits`).
+    pub(super) async fn before_cache(
+        metered: Option<&Metered>,
+        route: &'static Route,
+    ) -> Result<(), GatewayError> {
+        match metered {
+            Some(m) if m.limiter.counts_hits() => m.limiter.admit(m.token, route.action).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// `load` (the upstream call), counted first unless [`Metered::before_cache`] did: a load
+    /// that never runs (a shared hit, a coalesced waiter) is not counted.
+    pub(super) fn before_upstream<F>(
+        metered: Option<Metered>,
+        route: &'static Route,
+        load: F,
+    ) -> impl Future<Output = Result<Fetched, GatewayError>> + Send + 'static
+    where
+        F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
+    {
+        async move {
+            if let Some(m) = metered.filter(|m| !m.limiter.counts_hits()) {
+                m.limiter.admit(m.token, route.action).await?;
+            }
+            load.await
+        }
     }
 }
 
