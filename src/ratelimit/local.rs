@@ -25,8 +25,8 @@ pub struct LocalLimiter {
 impl LocalLimiter {
     /// A limiter of `limit` per token.
     pub fn new(limit: Limit) -> LocalLimiter {
-        // A zero interval (a rate above one per nanosecond) cannot be configured: the count is
-        // a u32 per second at most, so the period is at least about 0.23 ns… rounded to 1 ns.
+        // Above 10⁹/s the interval rounds down to 0 ns, which governor refuses: 1 ns is the
+        // finest rate it can keep.
         let interval = limit.interval.max(Duration::from_nanos(1));
         let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(limit.burst))

@@ -122,6 +122,48 @@ mod tests {
     }
 
     #[test]
+    fn flags_and_their_variables() {
+        use crate::config::{Cli, test_env};
+        let env = test_env(&[
+            ("WNOLOGY_RATE_LIMIT_PER_TOKEN", "10/s"),
+            ("WNOLOGY_RATE_LIMIT_CACHE_HITS", "true"),
+        ]);
+        let settings = Cli::load(["gw"], &env).unwrap().settings.rate_limit;
+        assert_eq!(settings.rate_limit_per_token, Some("10/s".parse().unwrap()));
+        assert!(settings.rate_limit_cache_hits);
+        let off = Cli::load(["gw"], &test_env(&[]))
+            .unwrap()
+            .settings
+            .rate_limit;
+        assert_eq!(off.rate_limit_per_token, None);
+        assert!(!off.rate_limit_cache_hits);
+        let args = [
+            "gw",
+            "--rate-limit-per-token",
+            "1/m",
+            "--rate-limit-cache-hits",
+        ];
+        let bare = Cli::load(args, &test_env(&[])).unwrap().settings.rate_limit;
+        assert!(bare.rate_limit_cache_hits, "the bare flag means true");
+        for refused in [
+            &["gw", "--rate-limit-burst", "5"][..],
+            &[
+                "gw",
+                "--rate-limit-per-token",
+                "10/s",
+                "--rate-limit-burst",
+                "0",
+            ],
+            &["gw", "--rate-limit-per-token", "10/h"],
+        ] {
+            assert!(
+                Cli::load(refused.iter().copied(), &test_env(&[])).is_err(),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_burst_defaults_to_one_seconds_worth() {
         let limit = Limit::from_settings(&settings("10/s", None)).unwrap();
         assert_eq!(limit.interval, Duration::from_millis(100));
