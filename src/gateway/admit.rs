@@ -59,25 +59,33 @@ impl Admission {
     }
 }
 
-/// One admitted call's rate limit: the limiter and the caller's token id (the cache's, so the
-/// same on every replica with the shared tier).
+/// One admitted call's rate limit: the limiter and the caller's `authorization`, named by the
+/// cache's token id (the same on every replica with the shared tier) only when a call is
+/// counted, so that an uncounted hit costs no HMAC.
 #[derive(Debug, Clone)]
 pub(super) struct Metered {
     limiter: Arc<RateLimiter>,
-    token: TokenId,
+    cache: Arc<ResponseCache>,
+    authorization: HeaderValue,
 }
 
 impl Metered {
     /// The rate limit of a call by `authorization`, `None` when no limit is configured.
     pub(super) fn of(
         limiter: Option<&Arc<RateLimiter>>,
-        cache: &ResponseCache,
+        cache: &Arc<ResponseCache>,
         authorization: &HeaderValue,
     ) -> Option<Metered> {
         limiter.map(|limiter| Metered {
             limiter: Arc::clone(limiter),
-            token: cache.token_id(authorization.as_bytes()),
+            cache: Arc::clone(cache),
+            authorization: authorization.clone(),
         })
+    }
+
+    async fn admit(&self, route: &'static Route) -> Result<(), GatewayError> {
+        let token: TokenId = self.cache.token_id(self.authorization.as_bytes());
+        self.limiter.admit(token, route.action).await
     }
 
     /// Before the cache: counts the call when hits count too (`--rate-limit-cache-hits`).
@@ -86,27 +94,25 @@ impl Metered {
         route: &'static Route,
     ) -> Result<(), GatewayError> {
         match metered {
-            Some(m) if m.limiter.counts_hits() => m.limiter.admit(m.token, route.action).await,
+            Some(m) if m.limiter.counts_hits() => m.admit(route).await,
             _ => Ok(()),
         }
     }
 
     /// `load` (the upstream call), counted first unless [`Metered::before_cache`] did: a load
     /// that never runs (a shared hit, a coalesced waiter) is not counted.
-    pub(super) fn before_upstream<F>(
+    pub(super) async fn before_upstream<F>(
         metered: Option<Metered>,
         route: &'static Route,
         load: F,
-    ) -> impl Future<Output = Result<Fetched, GatewayError>> + Send + 'static
+    ) -> Result<Fetched, GatewayError>
     where
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
-        async move {
-            if let Some(m) = metered.filter(|m| !m.limiter.counts_hits()) {
-                m.limiter.admit(m.token, route.action).await?;
-            }
-            load.await
+        if let Some(m) = metered.filter(|m| !m.limiter.counts_hits()) {
+            m.admit(route).await?;
         }
+        load.await
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! 1. **observe** ([`observe`]): request id, server span (exported and sampled only), the
 //!    in-flight gauge; at the end the metrics and the access-log line;
-//! 2. **admit** ([`admit`]): a concurrency slot, the deny list, a bearer token;
+//! 2. **admit** ([`admit`]): a concurrency slot, the deny list, a bearer token; the token's
+//!    rate limit (before the cache when hits count, else just before the upstream call);
 //! 3. **serve from the cache** ([`cached`]): the key, the hit path, the read-through load;
 //! 4. **call the upstream** ([`upstream_call`]): request JSON, REST resolution, deadline, load
 //!    and decode;
