@@ -191,8 +191,9 @@ impl Gateway {
         self.inner.shared.as_ref()
     }
 
-    /// Waits (at most `within`) for the shared tier's first connection, so that the first
-    /// calls find it up; `true` without a shared tier. The gateway serves without it.
+    /// Waits (at most `within`) for the shared tier's and the rate limit's first Redis
+    /// connections, so that the first calls find them up; `true` without Redis. The gateway
+    /// serves without them.
     pub async fn warm_up(&self, within: Duration) -> bool {
         let shared = async {
             match &self.inner.shared {
