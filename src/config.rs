@@ -108,6 +108,9 @@ pub struct Settings {
     /// show that it fails without cross-replica invalidation). Never set it in a deployment.
     #[arg(long, hide = true)]
     pub cache_test_no_shared_invalidation: bool,
+    /// The per-token rate limit (`--rate-limit-*`).
+    #[command(flatten)]
+    pub rate_limit: crate::ratelimit::RateLimitSettings,
     /// Retries of a failed read (GET) on connection errors, 502/503/504 and 429, with
     /// exponential backoff and jitter, inside the caller's deadline; writes are never retried.
     #[arg(long, default_value_t = 2)]

@@ -65,6 +65,19 @@ pub enum GatewayError {
     /// A defect in the gateway itself.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller's token is over `--rate-limit-per-token`; nothing was sent upstream.
+    #[error("this token is over its rate limit (--rate-limit-per-token); retry in {} ms", .retry_after.as_millis())]
+    RateLimited {
+        /// How long until a call would be admitted.
+        retry_after: Duration,
+    },
+    /// The upstream answered 429 to this token for this RPC lately: held back until its
+    /// retry time; nothing was sent upstream.
+    #[error("the upstream rate-limited this token for this RPC; retry in {} ms", .retry_after.as_millis())]
+    UpstreamRateLimited {
+        /// How long the upstream asked to wait.
+        retry_after: Duration,
+    },
 }
 
 /// An HTTP error answered by the upstream.
@@ -104,6 +117,9 @@ impl GatewayError {
             GatewayError::DeadlineExceeded => Code::DeadlineExceeded,
             GatewayError::ResponseTooLarge { .. } => Code::ResourceExhausted,
             GatewayError::BadResponse { .. } | GatewayError::Internal(_) => Code::Internal,
+            GatewayError::RateLimited { .. } | GatewayError::UpstreamRateLimited { .. } => {
+                Code::ResourceExhausted
+            }
         }
     }
 
@@ -160,6 +176,11 @@ impl GatewayError {
                         upstream.retry_after.unwrap_or(Duration::from_secs(1)),
                     ));
                 }
+            }
+            GatewayError::RateLimited { retry_after }
+            | GatewayError::UpstreamRateLimited { retry_after } => {
+                details.set_error_info(local_reason(self), GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(*retry_after));
             }
             other => {
                 details.set_error_info(local_reason(other), GATEWAY_DOMAIN, HashMap::new());
@@ -218,6 +239,8 @@ fn local_reason(error: &GatewayError) -> &'static str {
         GatewayError::ResponseTooLarge { .. } => "UPSTREAM_RESPONSE_TOO_LARGE",
         GatewayError::BadResponse { .. } => "UPSTREAM_BAD_RESPONSE",
         GatewayError::Internal(_) => "INTERNAL",
+        GatewayError::RateLimited { .. } => crate::ratelimit::RATE_LIMITED,
+        GatewayError::UpstreamRateLimited { .. } => crate::ratelimit::UPSTREAM_RATE_LIMITED,
     }
 }
 
@@ -359,6 +382,35 @@ mod tests {
     fn bounded_cuts_on_a_character_boundary() {
         assert_eq!(bounded("abc", 3), "abc");
         assert_eq!(bounded("aé", 2), "a… [cut: 3 bytes in all]");
+    }
+
+    #[test]
+    fn rate_limits_are_resource_exhausted_with_their_reason_and_the_wait() {
+        for (error, reason) in [
+            (
+                GatewayError::RateLimited {
+                    retry_after: Duration::from_millis(1500),
+                },
+                "RATE_LIMITED",
+            ),
+            (
+                GatewayError::UpstreamRateLimited {
+                    retry_after: Duration::from_millis(1500),
+                },
+                "UPSTREAM_RATE_LIMITED",
+            ),
+        ] {
+            let status = error.into_status();
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            let details = status.get_error_details();
+            let info = details.error_info().unwrap();
+            assert_eq!(
+                (info.reason.as_str(), info.domain.as_str()),
+                (reason, GATEWAY_DOMAIN)
+            );
+            let retry = details.retry_info().unwrap().retry_delay.unwrap();
+            assert_eq!(retry, Duration::from_millis(1500));
+        }
     }
 
     #[test]

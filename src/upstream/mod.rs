@@ -61,6 +61,8 @@ pub struct UpstreamClient {
     /// that nothing callers do (resets, storms) puts more than that on the upstream at once.
     in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Told of each failed attempt, so that a 429 holds its caller back (`--rate-limit-*`).
+    back_pressure: Option<crate::ratelimit::BackPressure>,
 }
 
 /// A successful upstream answer.
@@ -134,7 +136,17 @@ impl UpstreamClient {
                 bound => bound,
             })),
             metrics,
+            back_pressure: None,
         })
+    }
+
+    /// Tells `back_pressure` of every failed attempt (the upstream's 429s hold callers back).
+    pub fn with_back_pressure(
+        mut self,
+        back_pressure: crate::ratelimit::BackPressure,
+    ) -> UpstreamClient {
+        self.back_pressure = Some(back_pressure);
+        self
     }
 
     /// Puts the gateway's own client spans' trace context on upstream requests (when the
@@ -199,6 +211,9 @@ impl UpstreamClient {
                 )
                 .await;
             let Err(error) = &result else { return result };
+            if let Some(back_pressure) = &self.back_pressure {
+                back_pressure.observe(route.action, authorization, error);
+            }
             if !route.is_read() || resend_count >= self.retries || !is_retryable(error) {
                 return result;
             }
