@@ -2,7 +2,7 @@
 # Proves the operating material of deploy/prometheus/ and deploy/grafana/ with real parts, on
 # loopback only:
 #
-#   1. installs Debian's `prometheus` (Prometheus and promtool) when missing;
+#   1. installs Debian's `prometheus` (Prometheus and promtool) and `redis-server` when missing;
 #   2. `promtool check rules`, `promtool test rules` (deploy/prometheus/tests/: every alert fires
 #      on a series that should page and stays quiet on one that should not), `promtool check
 #      config` on the example configuration;
@@ -12,11 +12,16 @@
 #      the kube-prometheus PrometheusRule carries exactly these rules;
 #   4. .ci/ops/dashboard.py: the dashboard parses, every panel has a query and a unit, template
 #      variables resolve;
-#   5. starts two gateways (debug build): one on its sandbox with --max-concurrency 2, one whose
-#      upstream is a closed loopback port; a real Prometheus on a free loopback port scrapes both
-#      every second and evaluates the rules every second;
+#   5. starts a redis-server on a free loopback port (no persistence) and three gateways (debug
+#      build): two on their sandboxes sharing that Redis as their shared cache tier (one with
+#      --max-concurrency 2), and one whose upstream and Redis are closed loopback ports (its
+#      shared tier fails, times out and opens its breaker); a real Prometheus on a free loopback
+#      port scrapes the three every second and evaluates the rules every second;
 #   6. .ci/ops/load.py: a few hundred calls, some failing (no token, unknown token, unknown
-#      organization, malformed id, dead upstream, shed);
+#      organization, malformed id, dead upstream, shed), the same reads on both sandbox
+#      gateways (shared hits), identical cold reads on both at once (coalesced across replicas)
+#      and writes (invalidations published and received); it checks on the gateways' /metrics
+#      that every shared-tier series moved;
 #   7. .ci/ops/live.py: through Prometheus's HTTP API, every rule evaluates, every metric used is
 #      exported (or listed in deploy/prometheus/pending-metrics.txt), and every recording rule,
 #      panel expression and variable query returns data.
@@ -61,14 +66,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-step "Prometheus and promtool (Debian package prometheus)"
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+step "Prometheus and promtool (Debian package prometheus), redis-server (Debian package redis-server)"
+packages=()
+command -v promtool >/dev/null && command -v prometheus >/dev/null || packages+=(prometheus)
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || packages+=(redis-server)
+if [ "${#packages[@]}" -gt 0 ]; then
   timeout 300 apt-get update -qq
-  # The package's service is not started: there is no systemd here, and we start our own.
-  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The packages' services are not started: there is no systemd here, and we start our own.
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 promtool --version | head -n 1
 prometheus --version | head -n 1
+redis-server --version
 
 step "promtool check rules, test rules, check config"
 promtool check rules deploy/prometheus/recording-rules.yml deploy/prometheus/alerting-rules.yml
@@ -154,14 +163,43 @@ PY
   return 1
 }
 
-step "start two gateways: on the sandbox (--max-concurrency 2), and with a dead upstream"
-start_gateway healthy --sandbox --max-concurrency 2
+read -r redis_port closed_port closed_redis_port prometheus_port < <(free_ports 4)
+
+step "start redis-server on 127.0.0.1:$redis_port (no persistence), the shared cache tier"
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize no \
+  --dir "$work" --logfile "$work/redis.log" &
+redis_pid=$!
+pids+=("$redis_pid")
+for _ in $(seq 100); do
+  [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ] && break
+  kill -0 "$redis_pid" 2>/dev/null || { echo "redis-server exited at start-up" >&2; exit 1; }
+  sleep 0.1
+done
+[ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ] ||
+  { echo "redis-server is not answering after 10 s" >&2; exit 1; }
+echo "ready"
+# The secret every replica shares (48 random bytes; at least 32 are required).
+head -c 48 /dev/urandom >"$work/cache-secret"
+shared=(--cache-secret-file "$work/cache-secret")
+# A busy CI machine can hold a debug build's round trip past the default 50 ms: the two
+# sandboxes then skip their tier and nothing is shared. They get a second; the dead one keeps
+# the default, so that its breaker opens at once.
+redis_url="redis://127.0.0.1:$redis_port"
+sharing=(--cache-redis-url "$redis_url" --cache-redis-timeout 1s "${shared[@]}")
+
+step "start three gateways: two sandboxes sharing Redis (one with --max-concurrency 2), one with a dead upstream and a dead Redis"
+start_gateway healthy --sandbox --max-concurrency 2 "${sharing[@]}"
 healthy_grpc=$gateway_grpc healthy_admin=$gateway_admin
-read -r closed_port prometheus_port < <(free_ports 2)
+start_gateway peer --sandbox "${sharing[@]}"
+peer_grpc=$gateway_grpc peer_admin=$gateway_admin
 # Nothing listens on closed_port: every upstream call is a connect_error, retried, UNAVAILABLE.
-start_gateway dead --upstream-url "http://127.0.0.1:$closed_port" --upstream-timeout 2s
+# Nor on closed_redis_port: the shared tier's round trips fail, its breaker opens, its feed is
+# untrusted (the gateway waits 2 s for Redis at start-up, then serves without it).
+start_gateway dead --upstream-url "http://127.0.0.1:$closed_port" --upstream-timeout 2s \
+  --cache-redis-url "redis://127.0.0.1:$closed_redis_port" "${shared[@]}"
 dead_grpc=$gateway_grpc dead_admin=$gateway_admin
-echo "healthy: gRPC $healthy_grpc, admin $healthy_admin; dead upstream: gRPC $dead_grpc, admin $dead_admin"
+echo "healthy: gRPC $healthy_grpc, admin $healthy_admin; peer: gRPC $peer_grpc, admin $peer_admin;" \
+  "dead upstream and Redis: gRPC $dead_grpc, admin $dead_admin"
 
 step "start Prometheus on 127.0.0.1:$prometheus_port (scrape and rule evaluation every second)"
 cat >"$work/prometheus.yml" <<EOF2
@@ -174,7 +212,7 @@ rule_files:
 scrape_configs:
   - job_name: wnology-gateway
     static_configs:
-      - targets: ["$healthy_admin", "$dead_admin"]
+      - targets: ["$healthy_admin", "$peer_admin", "$dead_admin"]
 EOF2
 promtool check config "$work/prometheus.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
@@ -188,8 +226,9 @@ done
 curl -fsS "$prometheus_url/-/ready" >/dev/null || { echo "Prometheus is not ready after 20 s" >&2; exit 1; }
 echo "ready"
 
-step "load: a few hundred calls, some failing (.ci/ops/load.py)"
-PYTHONPATH="$stubs" timeout 180 "$python" .ci/ops/load.py "$healthy_grpc" "$dead_grpc" "$demo_token"
+step "load: a few hundred calls, some failing; shared hits, coalesced reads, invalidations (.ci/ops/load.py)"
+PYTHONPATH="$stubs" timeout 180 "$python" .ci/ops/load.py "$healthy_grpc" "$peer_grpc" "$dead_grpc" "$demo_token" \
+  --admin "$healthy_admin" "$peer_admin" "$dead_admin"
 
 step "every rule, metric, panel and variable has data in Prometheus (.ci/ops/live.py)"
 timeout 180 "$python" .ci/ops/live.py "$prometheus_url" --wait 60

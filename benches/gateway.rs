@@ -32,6 +32,8 @@ mod micro;
 mod pinned;
 #[path = "gateway/process.rs"]
 mod process;
+#[path = "gateway/replicas.rs"]
+mod replicas;
 
 use std::{
     net::SocketAddr,
@@ -123,7 +125,11 @@ struct Options {
     rss_in_flight: usize,
     cache_max_bytes: u64,
     micro_iters: u64,
-    /// Phases to run (all when empty): pinned, throughput, miss, alloc, burst, rss, micro; `profile`
+    /// The replicas phase's workload: tokens × reads of each.
+    replica_tokens: usize,
+    replica_reads: usize,
+    /// Phases to run (all when empty): pinned, replicas, throughput, miss, alloc, burst, rss,
+    /// micro; `profile`
     /// (not in "all") runs only the first micro row, `Gateway::call` on a warm key, for perf.
     only: Vec<String>,
 }
@@ -153,6 +159,8 @@ impl Options {
             rss_in_flight: 64,
             cache_max_bytes: 64 * MIB,
             micro_iters: 200_000,
+            replica_tokens: 60,
+            replica_reads: 20,
             only: Vec::new(),
         };
         let mut o = if quick {
@@ -165,6 +173,8 @@ impl Options {
                 rss_keys: 100_000,
                 rss_time: Duration::from_secs(10),
                 micro_iters: 20_000,
+                replica_tokens: 12,
+                replica_reads: 6,
                 ..full
             }
         } else {
@@ -215,6 +225,8 @@ impl Options {
                 "rss-in-flight" => o.rss_in_flight = number()?.max(1) as usize,
                 "cache-max-bytes" => o.cache_max_bytes = number()?.max(1),
                 "micro-iters" => o.micro_iters = number()?.max(1),
+                "replica-tokens" => o.replica_tokens = number()?.max(1) as usize,
+                "replica-reads" => o.replica_reads = number()?.max(1) as usize,
                 "only" => o.only = value.split(',').map(str::to_string).collect(),
                 _ => return Err(format!("unknown option `{arg}` (see BENCHMARKS.md)")),
             }
@@ -744,6 +756,11 @@ fn main() -> ExitCode {
         )
     {
         report.failures.push(format!("RSS phase: {error}"));
+    }
+
+    // ---- R. Three replicas, each with its own cache, then sharing Redis.
+    if options.runs("replicas") {
+        replicas_phase(&options, &client_rt, &mut report);
     }
 
     // ---- The sandbox, the gateway in front of it, the bare server.
@@ -1566,6 +1583,69 @@ fn bare_serve(args: &[String]) -> Option<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+/// The replicas phase: upstream requests of K tokens × M reads over three replicas, with and
+/// without the shared tier, and what a shared hit costs beside a local one.
+fn replicas_phase(options: &Options, rt: &Handle, report: &mut Report) {
+    let workload = replicas::Workload {
+        tokens: options.replica_tokens,
+        reads: options.replica_reads,
+    };
+    let (separate, shared) = match replicas::run(rt, workload) {
+        Ok(outcomes) => outcomes,
+        Err(error) => return report.failures.push(format!("replicas phase: {error}")),
+    };
+    for (name, outcome) in [("a cache per replica", &separate), ("shared tier", &shared)] {
+        if outcome.failed > 0 {
+            report.failures.push(format!(
+                "replicas phase, {name}: {} calls failed (first: {})",
+                outcome.failed,
+                outcome.first_failure.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    let (k, m) = (workload.tokens, workload.reads);
+    let mut note = format!(
+        "\n## Three replicas, round-robin ({k} tokens × {m} reads each, one call at a time; release binary, default flags, not pinned)\n\n\
+         | deployment | upstream requests | miss p50 / p99 | shared-hit p50 / p99 | hit p50 / p99 | feed lost |\n\
+         |---|---:|---|---|---|---:|\n"
+    );
+    for (name, outcome) in [
+        ("a cache per replica", &separate),
+        ("shared tier (Redis)", &shared),
+    ] {
+        note.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} |\n",
+            outcome.upstream_requests,
+            outcome.describe("miss"),
+            outcome.describe("shared-hit"),
+            outcome.describe("hit"),
+            outcome.feed_lost,
+        ));
+    }
+    report.notes.push(note);
+    report.goal(
+        format!("replicas: one upstream request per token with the shared tier ({k} tokens; a cache per replica makes {})", workload.per_replica_expected()),
+        format!(
+            "{} with the shared tier, {} without",
+            shared.upstream_requests, separate.upstream_requests
+        ),
+        Some(shared.upstream_requests == k),
+    );
+    if let (Some(shared_hit), Some(hit)) = (
+        shared.quantile("shared-hit", 0.5),
+        shared.quantile("hit", 0.5),
+    ) {
+        report.goal(
+            "replicas: a shared hit's cost over a local hit (p50, one call at a time)",
+            format!(
+                "+{} µs ({shared_hit} µs vs {hit} µs)",
+                i64::from(shared_hit) - i64::from(hit)
+            ),
+            None,
+        );
+    }
 }
 
 fn hit_request() -> MePayloadCountsRequest {

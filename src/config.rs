@@ -111,6 +111,9 @@ pub struct Settings {
     /// show that it fails without cross-replica invalidation). Never set it in a deployment.
     #[arg(long, hide = true)]
     pub cache_test_no_shared_invalidation: bool,
+    /// The per-token rate limit (`--rate-limit-*`).
+    #[command(flatten)]
+    pub rate_limit: crate::ratelimit::RateLimitSettings,
     /// Retries of a failed read (GET) on connection errors, 502/503/504 and 429, with
     /// exponential backoff and jitter, inside the caller's deadline; writes are never retried.
     #[arg(long, default_value_t = 2)]
@@ -234,38 +237,106 @@ impl ConfigError {
 }
 
 impl Cli {
-    /// Reads the command line, filling every flag not given there from its environment variable.
+    /// Reads the command line, each flag not given there taking its environment variable's
+    /// value.
     ///
-    /// Not clap's own `env` support: it reads the process environment, which tests could only
-    /// change with `std::env::set_var` (unsafe, and racy across tests); this reads through
-    /// [`EnvSource`]. A value is handed to clap as `--flag=value`, so it is checked exactly as
-    /// on the command line; a switch's variable must be a boolean word.
+    /// Not clap's own `env` support: it reads the process environment when the command is
+    /// built, which tests could only change with `std::env::set_var` (unsafe, and racy across
+    /// tests). Here a variable read through [`EnvSource`] becomes the flag's default, so clap's
+    /// own precedence applies (the command line replaces it, lists included), the command line
+    /// is never rewritten, and the value is checked by the flag's own parser; an error names
+    /// the variable. A switch's variable must be a boolean word.
     pub fn load<I, T>(args: I, env: &dyn EnvSource) -> Result<Cli, ConfigError>
     where
         I: IntoIterator<Item = T>,
-        T: Into<OsString>,
+        T: Into<OsString> + Clone,
     {
-        let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let mut command = command_with_env_help();
-        let mut from_env = Vec::new();
-        for arg in command.get_arguments() {
+        let variables = Variables::read(env)?;
+        let matches = variables
+            .command()
+            .try_get_matches_from(args)
+            .map_err(|error| variables.name_in(error))?;
+        Ok(Cli::from_arg_matches(&matches)?)
+    }
+}
+
+/// The gateway's variables that are set: per flag, the variable and the flag's values.
+struct Variables(Vec<Variable>);
+
+struct Variable {
+    long: String,
+    name: String,
+    raw: String,
+    values: Vec<String>,
+}
+
+impl Variables {
+    fn read(env: &dyn EnvSource) -> Result<Variables, ConfigError> {
+        let mut set = Vec::new();
+        for arg in Cli::command().get_arguments() {
             let Some(long) = arg.get_long() else { continue };
             let name = env_var_name(long);
-            let Some(value) = env.var(&name) else {
-                continue;
+            let Some(raw) = env.var(&name) else { continue };
+            let values = if !arg.get_action().takes_values() {
+                let on = switch_value(&raw).ok_or_else(|| not_a_switch(&name, &raw))?;
+                vec![on.to_string()]
+            } else if let Some(delimiter) = arg.get_value_delimiter() {
+                // clap splits a variable's list at the flag's delimiter, not a default's.
+                raw.split(delimiter).map(str::to_owned).collect()
+            } else {
+                vec![raw.clone()]
             };
-            if arg.get_action().takes_values() {
-                from_env.push(OsString::from(format!("--{long}={value}")));
-            } else if switch_value(&value).ok_or_else(|| not_a_switch(&name, &value))? {
-                from_env.push(OsString::from(format!("--{long}")));
-            }
+            let long = long.to_owned();
+            set.push(Variable {
+                long,
+                name,
+                raw,
+                values,
+            });
         }
-        // Flags from the environment go first, so that (with `args_override_self`) the same
-        // flag on the command line, which comes later, wins.
-        let at = usize::from(!args.is_empty());
-        args.splice(at..at, from_env);
-        let matches = command.try_get_matches_from_mut(args)?;
-        Ok(Cli::from_arg_matches(&matches)?)
+        Ok(Variables(set))
+    }
+
+    /// The command, each flag's variable (when set) as its default.
+    fn command(&self) -> clap::Command {
+        command_with_env_help().mut_args(|arg| {
+            let variable = self.0.iter().find(|v| arg.get_long() == Some(&v.long));
+            match variable {
+                Some(variable) => arg.default_values(variable.values.clone()),
+                None => arg,
+            }
+        })
+    }
+
+    /// `error`, naming the variable when the value it refuses came from one.
+    fn name_in(&self, error: clap::Error) -> ConfigError {
+        use clap::error::{ContextKind, ContextValue};
+        let text = |kind| match error.get(kind) {
+            Some(ContextValue::String(text)) => Some(text.as_str()),
+            _ => None,
+        };
+        let (Some(arg), Some(value)) = (
+            text(ContextKind::InvalidArg),
+            text(ContextKind::InvalidValue),
+        ) else {
+            return ConfigError(error);
+        };
+        let from = self.0.iter().find(|v| {
+            arg.split([' ', '=']).next() == Some(&format!("--{}", v.long))
+                && v.values.iter().any(|x| x == value)
+        });
+        let Some(variable) = from else {
+            return ConfigError(error);
+        };
+        // The parser's own reason (a custom parser's message), else clap's kind of error.
+        let why = std::error::Error::source(&error).map_or_else(
+            || error.kind().as_str().unwrap_or("invalid value").to_owned(),
+            ToString::to_string,
+        );
+        ConfigError(command_with_env_help().error(
+            clap::error::ErrorKind::InvalidValue,
+            format!("{}={:?} (for {arg}): {why}", variable.name, variable.raw),
+        ))
     }
 }
 
@@ -392,8 +463,47 @@ mod tests {
     }
 
     #[test]
-    fn bad_environment_value_is_an_error() {
-        assert!(Cli::load(["gw"], &env(&[("WNOLOGY_LISTEN", "nowhere")])).is_err());
+    fn bad_environment_value_is_an_error_naming_the_variable() {
+        let error = Cli::load(["gw"], &env(&[("WNOLOGY_LISTEN", "nowhere")])).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                r#"WNOLOGY_LISTEN="nowhere" (for --listen <LISTEN>): invalid socket address"#
+            ),
+            "{error}"
+        );
+        // A custom parser's reason is kept.
+        let error = Cli::load(["gw"], &env(&[("WNOLOGY_UPSTREAM_TIMEOUT", "soon")])).unwrap_err();
+        assert!(
+            error.to_string().contains("WNOLOGY_UPSTREAM_TIMEOUT"),
+            "{error}"
+        );
+        // As with clap's own variables, the command line replaces the variable unread.
+        let both = Cli::load(
+            ["gw", "--listen", "127.0.0.1:2"],
+            &env(&[("WNOLOGY_LISTEN", "nowhere")]),
+        );
+        assert!(both.is_ok());
+    }
+
+    #[test]
+    fn a_list_variable_is_split_and_the_command_line_replaces_it() {
+        let source = env(&[("WNOLOGY_DENY_RPCS", "OrgService/Delete,MeService/Delete")]);
+        let cli = Cli::load(["gw"], &source).unwrap();
+        assert_eq!(
+            cli.settings.deny_rpcs,
+            ["OrgService/Delete", "MeService/Delete"]
+        );
+        let cli = Cli::load(["gw", "--deny-rpcs", "MeService/Get"], &source).unwrap();
+        assert_eq!(cli.settings.deny_rpcs, ["MeService/Get"]);
+    }
+
+    /// The variables are read for the gateway's flags whatever runs: a subcommand too.
+    #[test]
+    fn variables_apply_beside_a_subcommand() {
+        let source = env(&[("WNOLOGY_LISTEN", "127.0.0.1:7")]);
+        let cli = Cli::load(["gw", "routes"], &source).unwrap();
+        assert!(matches!(cli.command, Some(Command::Routes)));
+        assert_eq!(cli.settings.listen.to_string(), "127.0.0.1:7");
     }
 
     /// A switch's variable must say yes or no: a typo is not silently "off".

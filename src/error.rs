@@ -77,6 +77,19 @@ pub enum GatewayError {
     /// `cache-control: only-if-cached` and no cached answer may be served.
     #[error("no cached answer (cache-control: only-if-cached); the upstream was not called")]
     NotCached,
+    /// The caller's token is over `--rate-limit-per-token`; nothing was sent upstream.
+    #[error("this token is over its rate limit (--rate-limit-per-token); retry in {} ms", .retry_after.as_millis())]
+    RateLimited {
+        /// How long until a call would be admitted.
+        retry_after: Duration,
+    },
+    /// The upstream answered 429 to this token for this RPC lately: held back until its
+    /// retry time; nothing was sent upstream.
+    #[error("the upstream rate-limited this token for this RPC; retry in {} ms", .retry_after.as_millis())]
+    UpstreamRateLimited {
+        /// How long the upstream asked to wait.
+        retry_after: Duration,
+    },
 }
 
 /// An HTTP error answered by the upstream.
@@ -117,6 +130,9 @@ impl GatewayError {
             GatewayError::ResponseTooLarge { .. } => Code::ResourceExhausted,
             GatewayError::BadResponse { .. } | GatewayError::Internal(_) => Code::Internal,
             GatewayError::CircuitOpen { .. } | GatewayError::NotCached => Code::Unavailable,
+            GatewayError::RateLimited { .. } | GatewayError::UpstreamRateLimited { .. } => {
+                Code::ResourceExhausted
+            }
         }
     }
 
@@ -174,7 +190,9 @@ impl GatewayError {
                     ));
                 }
             }
-            GatewayError::CircuitOpen { retry_after } => {
+            GatewayError::CircuitOpen { retry_after }
+            | GatewayError::RateLimited { retry_after }
+            | GatewayError::UpstreamRateLimited { retry_after } => {
                 details.set_error_info(local_reason(self), GATEWAY_DOMAIN, HashMap::new());
                 details.set_retry_info(Some(*retry_after));
             }
@@ -237,6 +255,8 @@ fn local_reason(error: &GatewayError) -> &'static str {
         GatewayError::Internal(_) => "INTERNAL",
         GatewayError::CircuitOpen { .. } => "UPSTREAM_CIRCUIT_OPEN",
         GatewayError::NotCached => "NOT_CACHED",
+        GatewayError::RateLimited { .. } => crate::ratelimit::RATE_LIMITED,
+        GatewayError::UpstreamRateLimited { .. } => crate::ratelimit::UPSTREAM_RATE_LIMITED,
     }
 }
 
@@ -402,6 +422,35 @@ mod tests {
             status.get_error_details().error_info().unwrap().reason,
             "NOT_CACHED"
         );
+    }
+
+    #[test]
+    fn rate_limits_are_resource_exhausted_with_their_reason_and_the_wait() {
+        for (error, reason) in [
+            (
+                GatewayError::RateLimited {
+                    retry_after: Duration::from_millis(1500),
+                },
+                "RATE_LIMITED",
+            ),
+            (
+                GatewayError::UpstreamRateLimited {
+                    retry_after: Duration::from_millis(1500),
+                },
+                "UPSTREAM_RATE_LIMITED",
+            ),
+        ] {
+            let status = error.into_status();
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            let details = status.get_error_details();
+            let info = details.error_info().unwrap();
+            assert_eq!(
+                (info.reason.as_str(), info.domain.as_str()),
+                (reason, GATEWAY_DOMAIN)
+            );
+            let retry = details.retry_info().unwrap().retry_delay.unwrap();
+            assert_eq!(retry, Duration::from_millis(1500));
+        }
     }
 
     #[test]

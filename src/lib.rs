@@ -14,6 +14,7 @@ pub mod json;
 pub mod metrics;
 pub mod overload;
 pub mod proto;
+pub mod ratelimit;
 pub mod reply;
 pub mod routes;
 /// The upstream simulator (crate `wnology-sandbox`), behind the `sandbox` feature.

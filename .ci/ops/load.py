@@ -1,27 +1,39 @@
 #!/usr/bin/env python3
-"""A short, bounded load on two gateways, so that every metric the rules and the dashboard read has
-data (.ci/ops.sh runs it while a real Prometheus scrapes both):
+"""A short, bounded load on three gateways, so that every metric the rules and the dashboard read
+has data (.ci/ops.sh runs it while a real Prometheus scrapes them):
 
   HEALTHY (the gateway on its sandbox, started with a low --max-concurrency):
     OK reads (cache hits and misses, bypassed reads), and caller errors: no token and an unknown
     token (UNAUTHENTICATED; the second is an upstream 401), an unknown organization (NOT_FOUND,
     an upstream 404), a malformed id (INVALID_ARGUMENT, no upstream call); then bursts of
     concurrent uncached reads beyond --max-concurrency, until some are shed (UNAVAILABLE).
-  DEAD (a gateway whose upstream is a closed loopback port): reads that fail UNAVAILABLE after
-    retries (upstream connect_error).
+  PEER (a second sandbox gateway sharing HEALTHY's Redis and cache secret: its shared cache tier):
+    the same steady mix; reads HEALTHY made first (shared hits, `x-cache: shared-hit`); identical
+    cold reads sent to both at once until one waited for the other's fill (coalesced across
+    replicas); writes on both (each publishes invalidations, the other receives them).
+  DEAD (a gateway whose upstream and Redis are closed loopback ports): reads that fail
+    UNAVAILABLE after retries (upstream connect_error); its shared tier fails and is skipped.
 
-Usage: load.py HEALTHY_ADDR DEAD_ADDR TOKEN (the generated stubs on PYTHONPATH). Prints the codes
-it got and exits non-zero if a call ends with a code it did not expect, or if nothing was shed.
+Then it reads the gateways' /metrics (the admin addresses) and checks that every shared-tier
+series moved: hits, misses, writes, coalesced reads, invalidations published and received, round
+trips, the feed trusted and the breaker closed on HEALTHY and PEER; errors, skipped operations,
+the breaker open and the feed untrusted on DEAD.
+
+Usage: load.py HEALTHY_ADDR PEER_ADDR DEAD_ADDR TOKEN --admin HEALTHY_ADMIN PEER_ADMIN DEAD_ADMIN
+(the generated stubs on PYTHONPATH). Prints the codes it got and exits non-zero if a call ends
+with a code it did not expect, if nothing was shed, or if a shared-tier series did not move.
 """
 
 import collections
 import concurrent.futures
+import re
 import sys
 import time
+import urllib.request
 
 import grpc
 
-from wnology.v1 import common_pb2, me_pb2, me_pb2_grpc, org_pb2, org_pb2_grpc
+from wnology.v1 import common_pb2, me_pb2, me_pb2_grpc, models_pb2, org_pb2, org_pb2_grpc
 
 TIMEOUT_SECONDS = 10
 UNKNOWN_ORG_ID = "0123456789abcdef01234567"
@@ -30,6 +42,12 @@ UNKNOWN_TOKEN = "wnology-ci-ops-unknown-token"
 # A 30-day window of hourly points: an uncached read that keeps the gateway busy for a while.
 END_MS = 1_702_592_000_000
 START_MS = END_MS - 30 * 86_400_000
+HOUR_MS = 3_600_000
+# The sandbox's seed: a dashboard of the demo user (a recent item to add: a harmless write).
+DEMO_DASHBOARD_ID = "665060000000000000000002"
+SAMPLE = re.compile(r"^(\w+)(?:\{[^}]*\})? (\S+)$")
+# The admin addresses of HEALTHY, PEER and DEAD (from --admin).
+ADMINS = []
 
 
 def bearer(token):
@@ -92,16 +110,132 @@ def shed_burst(channel, token, size):
     return [code_of(future.result) for future in futures]
 
 
+def metrics(admin):
+    """Metric name -> the sum of its samples, from a gateway's /metrics."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    sums = collections.Counter()
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match:
+            sums[match.group(1)] += float(match.group(2))
+    return sums
+
+
+def x_cache(call):
+    """Runs a unary call with_call and returns its x-cache metadata (or the code on failure)."""
+    try:
+        _, outcome = call()
+    except grpc.RpcError as error:
+        return error.code().name
+    return dict(outcome.initial_metadata()).get("x-cache", "")
+
+
+def shared_hits(first, second, token, window):
+    """Reads `first` fills, then the same reads on `second`: its local misses, shared hits.
+    Returns the x-cache values of each side."""
+    md = bearer(token)
+    sides = []
+    for channel in (first, second):
+        me = me_pb2_grpc.MeServiceStub(channel)
+        orgs = org_pb2_grpc.OrgServiceStub(channel)
+        sides.append([
+            lambda orgs=orgs: orgs.List.with_call(
+                org_pb2.OrgListRequest(per_page=window), metadata=md, timeout=TIMEOUT_SECONDS),
+            lambda me=me: me.PayloadCounts.with_call(me_pb2.MePayloadCountsRequest(
+                start=START_MS - window * HOUR_MS, end=END_MS), metadata=md, timeout=TIMEOUT_SECONDS),
+        ])
+    filled = [x_cache(call) for call in sides[0]]
+    time.sleep(0.5)  # the fill is written in the background
+    return filled, [x_cache(call) for call in sides[1]]
+
+
+def coalesce(healthy, peer, token):
+    """Identical cold reads on both at once (a new window each time), until one replica waited
+    for the other's fill. Returns the codes and whether it happened."""
+    md = bearer(token)
+    stubs = [me_pb2_grpc.MeServiceStub(channel) for channel in (healthy, peer)]
+    codes = []
+    for attempt in range(20):
+        request = me_pb2.MePayloadCountsBreakdownRequest(
+            start=START_MS - (attempt + 2) * HOUR_MS, end=END_MS, resolution=common_pb2.RESOLUTION_HOUR)
+        futures = [stub.PayloadCountsBreakdown.future(request, metadata=md, timeout=TIMEOUT_SECONDS)
+                   for stub in stubs]
+        codes += [code_of(future.result) for future in futures]
+        if sum(metrics(admin)["wnology_gateway_shared_cache_coalesced_total"] for admin in ADMINS[:2]):
+            return codes, True
+    return codes, False
+
+
+def writes(healthy, peer, token):
+    """A recent item added through each: a write whose invalidation the other receives."""
+    request = me_pb2.MeAddRecentItemRequest(body=models_pb2.RecentItem(
+        item_type="dashboard", item_id=DEMO_DASHBOARD_ID))
+    codes = []
+    for channel in (healthy, peer, healthy, peer):
+        me = me_pb2_grpc.MeServiceStub(channel)
+        codes.append(code_of(lambda: me.AddRecentItem(request, metadata=bearer(token), timeout=TIMEOUT_SECONDS)))
+    return codes
+
+
+# (metric, what it must be; "moved" is > 0) on each sandbox gateway, and on DEAD.
+ON_SANDBOXES = [(f"wnology_gateway_shared_cache_{name}", "moved") for name in (
+    "hits_total", "misses_total", "writes_total", "invalidations_published_total",
+    "invalidations_received_total", "latency_seconds_count")] + [
+    ("wnology_gateway_shared_cache_feed_trusted", 1), ("wnology_gateway_shared_cache_breaker_open", 0)]
+ON_DEAD = [("wnology_gateway_shared_cache_errors_total", "moved"),
+           ("wnology_gateway_shared_cache_skipped_total", "moved"),
+           ("wnology_gateway_shared_cache_breaker_open", 1),
+           ("wnology_gateway_shared_cache_feed_trusted", 0)]
+
+
+def shared_tier_problems():
+    """What did not move on the gateways' /metrics (coalesced reads are checked by coalesce)."""
+    problems = []
+    for name, admin, expected in zip(("healthy", "peer", "dead"), ADMINS, (ON_SANDBOXES, ON_SANDBOXES, ON_DEAD)):
+        found = metrics(admin)
+        for metric, want in expected:
+            got = found.get(metric)
+            if got is None or (want == "moved" and got <= 0) or (want != "moved" and got != want):
+                problems.append(f"{name}: {metric} is {got}, expected {want}")
+    return problems
+
+
 def main():
-    healthy_addr, dead_addr, token = sys.argv[1:4]
+    healthy_addr, peer_addr, dead_addr, token = sys.argv[1:5]
+    ADMINS.extend(sys.argv[sys.argv.index("--admin") + 1:][:3])
     tally = collections.Counter()
     unexpected = []
     started = time.monotonic()
     with grpc.insecure_channel(healthy_addr) as healthy, \
+            grpc.insecure_channel(peer_addr) as peer, \
             grpc.insecure_channel(dead_addr) as dead, \
             concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        # Both ways, so that each gateway has shared misses, writes and hits. A new window per
+        # attempt: the first round trips of a cold client (scripts not loaded yet, a busy
+        # machine) may exceed --cache-redis-timeout and skip the tier.
+        for name, first, second, windows in (("peer", healthy, peer, range(3, 8)),
+                                              ("healthy", peer, healthy, range(8, 13))):
+            for window in windows:
+                filled, served = shared_hits(first, second, token, window)
+                print(f"shared tier: x-cache {filled} on the filling gateway, {served} on {name}")
+                if "shared-hit" in served:
+                    break
+            else:
+                unexpected.append(f"no shared-hit on {name} in {len(windows)} attempts")
+        print(f"shared hits: {time.monotonic() - started:.1f} s")
+        codes, coalesced = coalesce(healthy, peer, token)
+        tally.update(codes)
+        unexpected += [code for code in codes if code != "OK"]
+        if not coalesced:
+            unexpected.append("no read coalesced across the two gateways in 20 attempts")
+        print(f"coalesced: {time.monotonic() - started:.1f} s")
+        codes = writes(healthy, peer, token)
+        tally.update(codes)
+        unexpected += [code for code in codes if code != "OK"]
         for _ in range(30):
             unexpected += run(pool, healthy_calls(healthy, token), tally, shed_allowed=True)
+            unexpected += run(pool, healthy_calls(peer, token), tally, shed_allowed=False)
         dead_me = me_pb2_grpc.MeServiceStub(dead)
         dead_calls = [({"UNAVAILABLE"}, lambda: dead_me.Get(
             me_pb2.MeGetRequest(), metadata=bearer(token), timeout=TIMEOUT_SECONDS))] * 30
@@ -118,9 +252,15 @@ def main():
     print(f"{total} calls in {time.monotonic() - started:.1f} s: "
           + ", ".join(f"{code} {count}" for code, count in sorted(tally.items())))
     if unexpected:
-        sys.exit(f"unexpected codes: {collections.Counter(unexpected)}")
+        sys.exit(f"unexpected outcomes: {collections.Counter(unexpected)}")
     if not shed:
         sys.exit("no call was shed: the shedding burst did not exceed --max-concurrency")
+    problems = shared_tier_problems()
+    for problem in problems:
+        print(f"FAIL shared tier: {problem}", file=sys.stderr)
+    if problems:
+        sys.exit("a shared-tier series did not move")
+    print("shared tier: every series moved (hits, misses, writes, coalesced, invalidations, errors, skipped, breaker, feed)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ use wnology_testkit::otlp;
 
 use std::{
     fs::File,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -112,11 +112,7 @@ impl Drop for Proc {
     }
 }
 
-/// A free loopback port (released just before the child binds it).
-pub(crate) fn free_port() -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    listener.local_addr().map_err(|e| format!("address: {e}"))
-}
+pub(crate) use wnology_testkit::process::free_port;
 
 /// Starts `program args` pinned to `core`, stdout and stderr to `log`, with only `env` of the
 /// settings variables, and waits until `addr` accepts connections.

@@ -144,15 +144,18 @@ pub fn usable_on_error(
     }
 }
 
-/// Whether an error is the upstream failing (no connection, a timeout, 5xx, 429, the open
-/// circuit), which a stale entry may answer for. What the upstream decided about this call
+/// Whether an error is the upstream failing (no connection, a timeout, 5xx, 429 or a call
+/// held back after one, the open circuit), which a stale entry may answer for; the caller's
+/// own rate limit is not. What the upstream decided about this call
 /// (400, 401, 403, 404, 410, …) is passed on: a revoked token never reads stale data.
 pub fn is_upstream_failure(error: &GatewayError) -> bool {
     match error {
         GatewayError::Unreachable(_)
         | GatewayError::ReadFailed(_)
         | GatewayError::DeadlineExceeded
-        | GatewayError::CircuitOpen { .. } => true,
+        | GatewayError::CircuitOpen { .. }
+        // The upstream answered 429 lately and the gateway holds the call back: a 429 still.
+        | GatewayError::UpstreamRateLimited { .. } => true,
         GatewayError::Upstream(upstream) => upstream.status == 429 || upstream.status >= 500,
         _ => false,
     }
@@ -256,5 +259,12 @@ mod tests {
         assert!(is_upstream_failure(&GatewayError::DeadlineExceeded));
         assert!(is_upstream_failure(&GatewayError::Unreachable("x".into())));
         assert!(!is_upstream_failure(&GatewayError::MissingToken));
+        let wait = Duration::from_secs(1);
+        assert!(is_upstream_failure(&GatewayError::UpstreamRateLimited {
+            retry_after: wait
+        }));
+        assert!(!is_upstream_failure(&GatewayError::RateLimited {
+            retry_after: wait
+        }));
     }
 }

@@ -1,16 +1,20 @@
 //! Stage 2, admit: whether this call may proceed at all, decided before anything is looked
 //! up or sent — a concurrency slot (`--max-concurrency`), the deny list (`--deny-rpcs`) and a
-//! bearer token.
+//! bearer token; then the token's rate limit (`--rate-limit-*`, [`Metered`]): before the cache
+//! when hits count, else just before the upstream call (a hit, local or shared, costs the
+//! upstream nothing and is not counted).
 
-use std::collections::HashSet;
+use std::{collections::HashSet, future::Future, sync::Arc};
 
 use http::HeaderValue;
 use tonic::metadata::MetadataMap;
 
 use crate::{
+    cache::{Fetched, ResponseCache, TokenId},
     error::GatewayError,
     metrics::Metrics,
     overload::{ConcurrencyBudget, Slot},
+    ratelimit::RateLimiter,
     routes::Route,
 };
 
@@ -52,6 +56,63 @@ impl Admission {
             slot,
             authorization,
         })
+    }
+}
+
+/// One admitted call's rate limit: the limiter and the caller's `authorization`, named by the
+/// cache's token id (the same on every replica with the shared tier) only when a call is
+/// counted, so that an uncounted hit costs no HMAC.
+#[derive(Debug, Clone)]
+pub(super) struct Metered {
+    limiter: Arc<RateLimiter>,
+    cache: Arc<ResponseCache>,
+    authorization: HeaderValue,
+}
+
+impl Metered {
+    /// The rate limit of a call by `authorization`, `None` when no limit is configured.
+    pub(super) fn of(
+        limiter: Option<&Arc<RateLimiter>>,
+        cache: &Arc<ResponseCache>,
+        authorization: &HeaderValue,
+    ) -> Option<Metered> {
+        limiter.map(|limiter| Metered {
+            limiter: Arc::clone(limiter),
+            cache: Arc::clone(cache),
+            authorization: authorization.clone(),
+        })
+    }
+
+    async fn admit(&self, route: &'static Route) -> Result<(), GatewayError> {
+        let token: TokenId = self.cache.token_id(self.authorization.as_bytes());
+        self.limiter.admit(token, route.action).await
+    }
+
+    /// Before the cache: counts the call when hits count too (`--rate-limit-cache-hits`).
+    pub(super) async fn before_cache(
+        metered: Option<&Metered>,
+        route: &'static Route,
+    ) -> Result<(), GatewayError> {
+        match metered {
+            Some(m) if m.limiter.counts_hits() => m.admit(route).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// `load` (the upstream call), counted first unless [`Metered::before_cache`] did: a load
+    /// that never runs (a shared hit, a coalesced waiter) is not counted.
+    pub(super) async fn before_upstream<F>(
+        metered: Option<Metered>,
+        route: &'static Route,
+        load: F,
+    ) -> Result<Fetched, GatewayError>
+    where
+        F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
+    {
+        if let Some(m) = metered.filter(|m| !m.limiter.counts_hits()) {
+            m.admit(route).await?;
+        }
+        load.await
     }
 }
 

@@ -78,8 +78,8 @@ impl<'a> CachedRead<'a> {
 
     /// A miss (or `no-cache`/`no-store`): runs a load made by `make_load`, once for all identical
     /// concurrent callers, within `timeout`, and stores its answer. With the shared tier, the
-    /// load looks there first (not for `no-cache`/`no-store`, which skip reading both tiers;
-    /// their answers are not stored there either).
+    /// load looks there first; `no-cache` skips reading both tiers and stores its fresh answer
+    /// in both, `no-store` neither reads nor stores.
     pub(super) async fn load_through<M, F>(
         self,
         cache: &ResponseCache,
@@ -95,7 +95,7 @@ impl<'a> CachedRead<'a> {
         let scopes = Scopes::of(route.scopes, org_id(request_json.get("orgId")));
         let shared = self
             .shared
-            .filter(|_| self.control.directive == Directive::Default)
+            .filter(|_| self.control.directive != Directive::NoStore)
             .map(|(tier, authorization)| SharedRead {
                 // The local key's token id is the tier's (`shared::build` keys the local tier
                 // with it): no second HMAC of the token.
@@ -109,6 +109,7 @@ impl<'a> CachedRead<'a> {
                 // half is left for this caller's own upstream call if that fill never comes.
                 deadline: Instant::now() + timeout / 2,
             });
+        let refresh = self.control.directive == Directive::NoCache;
         let make_load = move || -> BoxFuture<'static, Result<Loaded, GatewayError>> {
             let upstream = make_load();
             let shared = shared.clone();
@@ -116,6 +117,7 @@ impl<'a> CachedRead<'a> {
             // too deep a type for the compiler's layout computation of the services' futures.
             Box::pin(async move {
                 match shared {
+                    Some(shared) if refresh => shared.refresh(upstream).await,
                     Some(shared) => shared.load(upstream).await,
                     None => upstream.await.map(Loaded::from),
                 }

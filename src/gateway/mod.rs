@@ -2,7 +2,8 @@
 //!
 //! 1. **observe** ([`observe`]): request id, server span (exported and sampled only), the
 //!    in-flight gauge; at the end the metrics and the access-log line;
-//! 2. **admit** ([`admit`]): a concurrency slot, the deny list, a bearer token;
+//! 2. **admit** ([`admit`]): a concurrency slot, the deny list, a bearer token; the token's
+//!    rate limit (before the cache when hits count, else just before the upstream call);
 //! 3. **serve from the cache** ([`cached`]): the key, the hit path, the read-through load;
 //! 4. **call the upstream** ([`upstream_call`]): request JSON, REST resolution, deadline, load
 //!    and decode;
@@ -30,6 +31,7 @@ use crate::{
     json::{self, UpstreamJson},
     metrics::Metrics,
     overload::ConcurrencyBudget,
+    ratelimit::{BackPressure, RateLimitError, RateLimiter},
     reply::Encoded,
     routes::{self, CacheClass, Route},
     telemetry::Tracing,
@@ -49,7 +51,7 @@ pub use admit::bearer_authorization;
 pub use deadline::{deadline_margin, parse_grpc_timeout, upstream_timeout};
 pub use request_id::{REQUEST_ID, RequestId};
 
-use admit::Admission;
+use admit::{Admission, Metered};
 use cached::CachedRead;
 use observe::Observation;
 use upstream_call::UpstreamCall;
@@ -71,6 +73,8 @@ struct Inner {
     shared_invalidation: bool,
     metrics: Arc<Metrics>,
     admission: Admission,
+    /// The per-token rate limit, when `--rate-limit-per-token` is set.
+    rate_limit: Option<Arc<RateLimiter>>,
     /// Whether and how the gateway traces its calls.
     tracing: Tracing,
 }
@@ -95,6 +99,9 @@ pub enum BuildError {
     /// The Redis client refused its configuration.
     #[error("--cache-redis-url: {0}")]
     SharedTierClient(#[from] fred::error::Error),
+    /// The rate limit's Redis connection is refused.
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
 }
 
 /// Resolves `--deny-rpcs` names to routes' actions.
@@ -143,8 +150,20 @@ impl Gateway {
         };
         let mut metrics = Metrics::new();
         let (cache, shared) = shared::build(settings, &mut metrics)?;
+        let rate_limit = RateLimiter::from_settings(
+            &settings.rate_limit,
+            &settings.shared_cache,
+            metrics.registry_mut(),
+        )?
+        .map(Arc::new);
         let metrics = Arc::new(metrics);
-        let upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?.traced(&tracing);
+        let mut upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?.traced(&tracing);
+        if let Some(limiter) = &rate_limit {
+            let namer = Arc::clone(&cache);
+            let back_pressure =
+                BackPressure::new(Arc::clone(limiter), move |auth| namer.token_id(auth));
+            upstream = upstream.with_back_pressure(back_pressure);
+        }
         let inner = Arc::new(Inner {
             upstream,
             upstream_timeout: settings.upstream_timeout,
@@ -153,6 +172,7 @@ impl Gateway {
             shared_invalidation: !settings.cache_test_no_shared_invalidation,
             metrics,
             admission,
+            rate_limit,
             tracing,
         });
         let observed = Arc::downgrade(&inner);
@@ -175,19 +195,33 @@ impl Gateway {
         self.inner.shared.as_ref()
     }
 
-    /// Waits (at most `within`) for the shared tier's first connection, so that the first
-    /// calls find it up; `true` without a shared tier. The gateway serves without it.
+    /// Waits (at most `within`) for the shared tier's and the rate limit's first Redis
+    /// connections, so that the first calls find them up; `true` without Redis. The gateway
+    /// serves without them.
     pub async fn warm_up(&self, within: Duration) -> bool {
-        match &self.inner.shared {
-            Some(shared) => shared.connected(within).await,
-            None => true,
-        }
+        let shared = async {
+            match &self.inner.shared {
+                Some(shared) => shared.connected(within).await,
+                None => true,
+            }
+        };
+        let limiter = async {
+            match &self.inner.rate_limit {
+                Some(limiter) => limiter.connected(within).await,
+                None => true,
+            }
+        };
+        let (shared, limiter) = tokio::join!(shared, limiter);
+        shared && limiter
     }
 
     /// Closes the shared tier's connections (at shutdown, after the last call).
     pub async fn close(&self) {
         if let Some(shared) = &self.inner.shared {
             shared.close().await;
+        }
+        if let Some(limiter) = &self.inner.rate_limit {
+            limiter.close().await;
         }
     }
 
@@ -230,6 +264,12 @@ impl Gateway {
     {
         let inner = &self.inner;
         let admitted = inner.admission.admit(route, metadata, &inner.metrics)?;
+        let metered = Metered::of(
+            inner.rate_limit.as_ref(),
+            &inner.cache,
+            &admitted.authorization,
+        );
+        Metered::before_cache(metered.as_ref(), route).await?;
         let cached = CachedRead::new(
             &inner.cache,
             inner.shared.as_ref(),
@@ -249,7 +289,8 @@ impl Gateway {
         }
         let authorization = admitted.authorization.clone();
         let call = UpstreamCall::prepare(route, message, metadata, authorization, inner)?;
-        let load = || call.load::<Resp>(inner, route);
+        let load =
+            || Metered::before_upstream(metered.clone(), route, call.load::<Resp>(inner, route));
         if let Some(read) = cached {
             return read
                 .load_through(&inner.cache, route, &call.request_json, call.timeout, load)

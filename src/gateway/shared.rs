@@ -81,6 +81,25 @@ impl SharedRead {
         }
     }
 
+    /// The load of a `no-cache` read: `upstream`'s answer, which replaces the shared tier's
+    /// (the generations are read first, so that a write during the call still wins).
+    pub(super) async fn refresh<F>(self, upstream: F) -> Result<Loaded, GatewayError>
+    where
+        F: Future<Output = Result<Fetched, GatewayError>>,
+    {
+        let ticket = self
+            .tier
+            .ticket(&self.caller, &self.key, &self.scopes)
+            .await;
+        let result = upstream.await;
+        if let (Some(ticket), Ok(fetched)) = (ticket, &result) {
+            let (answer, status) = (fetched.answer.clone(), fetched.upstream_status);
+            self.tier
+                .put(&self.caller, ticket, answer, status, self.ttl);
+        }
+        self.keep_upstream(result)
+    }
+
     /// A shared hit, kept here for its remaining time (at most 1 s while the feed is down).
     fn keep_shared(&self, hit: SharedHit) -> Loaded {
         let cap = self.tier.local_ttl_cap().unwrap_or(Duration::MAX);

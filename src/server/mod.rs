@@ -12,7 +12,7 @@ use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::Notify};
 use tonic::service::Routes;
-use tonic_health::ServingStatus;
+use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::Layer;
 
 use crate::{
@@ -144,63 +144,15 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in SERVED {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
-    }
-    let reflection = || {
-        REFLECTED.iter().fold(
-            tonic_reflection::server::Builder::configure(),
-            |builder, set| builder.register_encoded_file_descriptor_set(set),
-        )
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
+    set_health(&health, ServingStatus::Serving).await;
     let tls = match &options.tls {
         Some(files) => Some(tls::acceptor(files, options.connections.http1)?),
         None => None,
     };
-    // tonic's own limit stays as a backstop; the guard refuses a long message at its prefix.
-    let limit = options.guard.max_message_bytes;
-    let (guard, metrics) = (&options.guard, gateway.metrics());
-    let me = MeServiceServer::new(MeHandler(gateway.clone())).max_decoding_message_size(limit);
-    let org = OrgServiceServer::new(OrgHandler(gateway.clone())).max_decoding_message_size(limit);
-    let instance_org = InstanceOrgServiceServer::new(InstanceOrgHandler(gateway.clone()))
-        .max_decoding_message_size(limit);
-    let routes = Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(Guarded::new(me, guard.clone(), Arc::clone(metrics)))
-        .add_service(Guarded::new(org, guard.clone(), Arc::clone(metrics)))
-        .add_service(Guarded::new(
-            instance_org,
-            guard.clone(),
-            Arc::clone(metrics),
-        ))
-        .prepare();
+    let routes = with_services(Routes::new(health_service), &gateway, &options.guard)?;
     let web = WebLayer::new(&options.web)?;
-
     let drained = Arc::new(Notify::new());
-    let stop = {
-        let (drained, drain_delay) = (Arc::clone(&drained), options.drain_delay);
-        async move {
-            shutdown.await;
-            for service in SERVED {
-                health
-                    .set_service_status(service, ServingStatus::NotServing)
-                    .await;
-            }
-            tracing::info!(
-                drain_delay_ms = drain_delay.as_millis() as u64,
-                "draining: health is NOT_SERVING"
-            );
-            tokio::time::sleep(drain_delay).await;
-            tracing::info!("refusing new connections; finishing calls in flight");
-            drained.notify_one();
-        }
-    };
+    let stop = drain(health, shutdown, options.drain_delay, Arc::clone(&drained));
     let serving = connection::serve(
         listener,
         tls,
@@ -220,6 +172,64 @@ pub async fn serve_with(
         },
     }
     Ok(())
+}
+
+/// `routes` (health) with reflection and the three gateway services, each behind the request
+/// guard.
+fn with_services(
+    routes: Routes,
+    gateway: &Gateway,
+    guard: &GuardLimits,
+) -> Result<Routes, ServeError> {
+    let reflection = || {
+        REFLECTED.iter().fold(
+            tonic_reflection::server::Builder::configure(),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    // tonic's own limit stays as a backstop; the guard refuses a long message at its prefix.
+    let limit = guard.max_message_bytes;
+    let metrics = gateway.metrics();
+    let me = MeServiceServer::new(MeHandler(gateway.clone())).max_decoding_message_size(limit);
+    let org = OrgServiceServer::new(OrgHandler(gateway.clone())).max_decoding_message_size(limit);
+    let instance_org = InstanceOrgServiceServer::new(InstanceOrgHandler(gateway.clone()))
+        .max_decoding_message_size(limit);
+    Ok(routes
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(Guarded::new(me, guard.clone(), Arc::clone(metrics)))
+        .add_service(Guarded::new(org, guard.clone(), Arc::clone(metrics)))
+        .add_service(Guarded::new(
+            instance_org,
+            guard.clone(),
+            Arc::clone(metrics),
+        ))
+        .prepare())
+}
+
+/// Once `shutdown` completes: health NOT_SERVING, the drain delay, then `drained` is told.
+async fn drain(
+    health: HealthReporter,
+    shutdown: impl Future<Output = ()>,
+    drain_delay: Duration,
+    drained: Arc<Notify>,
+) {
+    shutdown.await;
+    set_health(&health, ServingStatus::NotServing).await;
+    tracing::info!(
+        drain_delay_ms = drain_delay.as_millis() as u64,
+        "draining: health is NOT_SERVING"
+    );
+    tokio::time::sleep(drain_delay).await;
+    tracing::info!("refusing new connections; finishing calls in flight");
+    drained.notify_one();
+}
+
+/// Sets every served name's health to `status`.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in SERVED {
+        health.set_service_status(service, status).await;
+    }
 }
 
 /// The descriptor sets reflection serves: the contract, health, both reflection versions (each

@@ -65,6 +65,8 @@ pub struct UpstreamClient {
     /// The circuit breaker around every attempt; `None` when disabled.
     breaker: Option<Arc<Breaker>>,
     metrics: Arc<Metrics>,
+    /// Told of each failed attempt, so that a 429 holds its caller back (`--rate-limit-*`).
+    back_pressure: Option<crate::ratelimit::BackPressure>,
 }
 
 /// A successful upstream answer.
@@ -139,7 +141,17 @@ impl UpstreamClient {
             })),
             breaker: circuit_breaker(settings, &metrics),
             metrics,
+            back_pressure: None,
         })
+    }
+
+    /// Tells `back_pressure` of every failed attempt (the upstream's 429s hold callers back).
+    pub fn with_back_pressure(
+        mut self,
+        back_pressure: crate::ratelimit::BackPressure,
+    ) -> UpstreamClient {
+        self.back_pressure = Some(back_pressure);
+        self
     }
 
     /// Puts the gateway's own client spans' trace context on upstream requests (when the
@@ -216,6 +228,9 @@ impl UpstreamClient {
                 permit.record(is_upstream_failure(&result));
             }
             let Err(error) = &result else { return result };
+            if let Some(back_pressure) = &self.back_pressure {
+                back_pressure.observe(route.action, authorization, error);
+            }
             if !route.is_read() || resend_count >= self.retries || !is_retryable(error) {
                 return result;
             }

@@ -200,10 +200,9 @@ fn the_environment_variable_parses_into_the_list() {
     ));
 }
 
-/// `config.rs` documents that "a flag given on the command line wins over the variable"; for
-/// `--deny-rpcs` it does not: `Cli::load` puts `--deny-rpcs=<env value>` before the command
-/// line and relies on `args_override_self`, which clap does not apply to `ArgAction::Append`
-/// (the default action of a `Vec` field), so the two lists are concatenated.
+/// "A flag given on the command line wins over the variable" (config.rs), lists included: the
+/// two lists are never concatenated (they were while the variable was spliced into the command
+/// line, as clap's `args_override_self` does not apply to a `Vec` field's `Append`).
 #[test]
 fn the_command_line_list_replaces_the_environment_list() {
     let env = HashMap::from([(

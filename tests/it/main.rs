@@ -32,6 +32,7 @@ mod limits;
 mod local_validation;
 mod metrics_endpoint;
 mod overload;
+mod rate_limit;
 mod redaction;
 mod request_id;
 mod retries;

@@ -554,3 +554,41 @@ async fn admin_get(binary: &GatewayBinary, path: &str) -> String {
     stream.read_to_string(&mut text).await.unwrap();
     text
 }
+
+/// `no-cache` on one replica refreshes the shared tier: after the upstream changed without a
+/// write through the gateway, the other replicas' next reads serve the refreshed answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_on_one_replica_refreshes_the_shared_tier() {
+    bounded(async {
+        let d = Deployment::start(&[]).await;
+        let (name, _) = read(&mut d.client(0), "token-a", 3).await.unwrap();
+        assert_eq!(version(&name), 0);
+        wait_for_metric(
+            &d.replicas[0].binary,
+            "wnology_gateway_shared_cache_writes_total 1",
+        )
+        .await;
+        // The organization changes upstream, not through the gateway (no invalidation).
+        d.orgs.versions.lock().unwrap().insert(id(3), 5);
+        let request = proto::OrgGetRequest {
+            org_id: id(3),
+            ..Default::default()
+        };
+        let mut fresh = with_token(request, "token-a");
+        fresh
+            .metadata_mut()
+            .insert("cache-control", "no-cache".parse().unwrap());
+        let answer = d.client(1).get(fresh).await.unwrap();
+        assert_eq!(answer.metadata().get("x-cache").unwrap(), "bypass");
+        assert_eq!(version(&answer.into_inner().name.unwrap_or_default()), 5);
+        wait_for_metric(
+            &d.replicas[1].binary,
+            "wnology_gateway_shared_cache_writes_total 1",
+        )
+        .await;
+        let (name, cache) = read(&mut d.client(2), "token-a", 3).await.unwrap();
+        assert_eq!((version(&name), cache.as_str()), (5, "shared-hit"));
+        assert_eq!(d.upstream_reads(), 2);
+    })
+    .await;
+}

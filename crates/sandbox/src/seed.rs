@@ -641,6 +641,58 @@ fn user(
     }
 }
 
+impl SeedOrganization {
+    /// A new organization with no members and every optional field unset, as `POST /orgs`
+    /// creates one (on the starter plan, active).
+    pub(crate) fn new(
+        id: &str,
+        name: &str,
+        description: &str,
+        created: DateTime<Utc>,
+        updated: DateTime<Utc>,
+    ) -> SeedOrganization {
+        SeedOrganization {
+            id: id.into(),
+            name: name.into(),
+            description: description.into(),
+            creation_date: created,
+            last_updated: Some(updated),
+            plan_id: default_plan(),
+            billing_email: None,
+            icon_color: None,
+            mfa_mode: MfaMode::NotRequired,
+            subscription_status: SubscriptionStatus::Active,
+            is_enterprise: false,
+            whitelisted_email_domains: Vec::new(),
+            disabled_at: None,
+            is_read_only: false,
+            banner: None,
+            instance_id: None,
+            tags: Vec::new(),
+            referral_id: None,
+            customer_id: None,
+            subscription_id: None,
+            audit_log_enabled: false,
+            limits: BTreeMap::new(),
+            members: Vec::new(),
+            usage: None,
+        }
+    }
+}
+
+impl SeedMember {
+    /// A member with `role` and no application or dashboard roles.
+    pub(crate) fn new(user_id: &str, role: OrgRole) -> SeedMember {
+        SeedMember {
+            user_id: user_id.into(),
+            role,
+            application_roles: Vec::new(),
+            dashboard_roles: Vec::new(),
+        }
+    }
+}
+
+// Short names for the seed table below.
 fn org(
     id: &str,
     name: &str,
@@ -648,41 +700,11 @@ fn org(
     created: DateTime<Utc>,
     updated: DateTime<Utc>,
 ) -> SeedOrganization {
-    SeedOrganization {
-        id: id.into(),
-        name: name.into(),
-        description: description.into(),
-        creation_date: created,
-        last_updated: Some(updated),
-        plan_id: default_plan(),
-        billing_email: None,
-        icon_color: None,
-        mfa_mode: MfaMode::NotRequired,
-        subscription_status: SubscriptionStatus::Active,
-        is_enterprise: false,
-        whitelisted_email_domains: Vec::new(),
-        disabled_at: None,
-        is_read_only: false,
-        banner: None,
-        instance_id: None,
-        tags: Vec::new(),
-        referral_id: None,
-        customer_id: None,
-        subscription_id: None,
-        audit_log_enabled: false,
-        limits: BTreeMap::new(),
-        members: Vec::new(),
-        usage: None,
-    }
+    SeedOrganization::new(id, name, description, created, updated)
 }
 
 fn member(user_id: &str, role: OrgRole) -> SeedMember {
-    SeedMember {
-        user_id: user_id.into(),
-        role,
-        application_roles: Vec::new(),
-        dashboard_roles: Vec::new(),
-    }
+    SeedMember::new(user_id, role)
 }
 
 fn invite(

@@ -7,7 +7,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     thread::sleep,
@@ -17,10 +17,12 @@ use std::{
 /// How long a server gets to start answering.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
-/// A free loopback port (bound once, then released).
+/// How many fresh ports a server tries when the one it was given was taken meanwhile.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A free loopback port (bound once, then released: see [`crate::process::free_port`]).
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
+    crate::process::free_port()
         .map(|address| address.port())
         .expect("a free loopback port")
 }
@@ -41,6 +43,17 @@ impl RedisServer {
 
     /// Starts a server with `extra` arguments (e.g. `--cluster-enabled yes`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        for _ in 1..PORT_ATTEMPTS {
+            if let Some(server) = RedisServer::try_start(extra) {
+                return server;
+            }
+        }
+        RedisServer::try_start(extra).expect("redis-server binds one of five free ports")
+    }
+
+    /// Starts a server on a fresh free port; `None` when another process took the port before
+    /// the server could bind it.
+    fn try_start(extra: &[&str]) -> Option<RedisServer> {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("wg-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
@@ -50,11 +63,22 @@ impl RedisServer {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        server.spawn();
-        server
+        server.try_spawn().then_some(server)
     }
 
+    /// Starts the process and waits until it answers; panics when it does not within
+    /// [`READY_WITHIN`] (a restart on the same port must not silently move).
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server could not bind port {}",
+            self.port
+        );
+    }
+
+    /// Starts the process and waits until it answers PING; `false` when it exited first
+    /// (its port was taken).
+    fn try_spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -68,6 +92,10 @@ impl RedisServer {
         self.child = Some(child);
         let started = Instant::now();
         while self.command(&[b"PING"]).as_deref() != Some(b"+PONG\r\n") {
+            if self.exited() {
+                self.child = None;
+                return false;
+            }
             assert!(
                 started.elapsed() < READY_WITHIN,
                 "redis-server on port {} is not ready",
@@ -75,6 +103,15 @@ impl RedisServer {
             );
             sleep(Duration::from_millis(20));
         }
+        // A server that exited while another one answered on its port is not ours.
+        !self.exited()
+    }
+
+    /// Whether the process has exited (reaped if so).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| matches!(child.try_wait(), Ok(Some(_)) | Err(_)))
     }
 
     /// The server's port.

@@ -246,6 +246,19 @@ impl SharedTier {
         }
     }
 
+    /// Where a fresh answer for `key` goes, and the generations its load begins under, without
+    /// reading the answer there: for a `no-cache` read, which replaces what the tier holds.
+    /// `None` when the tier is not usable.
+    pub async fn ticket(&self, caller: &Caller, key: &CacheKey, scopes: &Scopes) -> Option<Ticket> {
+        let names = self.inner.namer.entry(&caller.placement, key, scopes);
+        match self.inner.scripts.read(&self.inner.store, &names).await {
+            Ok(Read::Value(_, stamp) | Read::Nothing(stamp) | Read::Leading(stamp)) => {
+                Some(Ticket { names, stamp })
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Stores an upstream answer for `ttl`, in the background (never delays the reply). Stores
     /// nothing if a write invalidated it since the miss.
     pub fn put(

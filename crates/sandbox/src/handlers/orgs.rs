@@ -134,37 +134,8 @@ pub(super) fn create(store: &mut Store, ctx: &Ctx) -> Result<Value, ApiError> {
     let user_id = ctx.caller.user_id()?.to_string();
     let fields: OrgFields = ctx.body()?;
     let id = new_id(ctx.now);
-    let mut org = SeedOrganization {
-        id: id.clone(),
-        name: String::new(),
-        description: String::new(),
-        creation_date: ctx.now,
-        last_updated: Some(ctx.now),
-        plan_id: "sandbox-starter".into(),
-        billing_email: None,
-        icon_color: None,
-        mfa_mode: MfaMode::NotRequired,
-        subscription_status: Default::default(),
-        is_enterprise: false,
-        whitelisted_email_domains: Vec::new(),
-        disabled_at: None,
-        is_read_only: false,
-        banner: None,
-        instance_id: None,
-        tags: Vec::new(),
-        referral_id: None,
-        customer_id: None,
-        subscription_id: None,
-        audit_log_enabled: false,
-        limits: Default::default(),
-        members: vec![SeedMember {
-            user_id,
-            role: OrgRole::Admin,
-            application_roles: Vec::new(),
-            dashboard_roles: Vec::new(),
-        }],
-        usage: None,
-    };
+    let mut org = SeedOrganization::new(&id, "", "", ctx.now, ctx.now);
+    org.members = vec![SeedMember::new(&user_id, OrgRole::Admin)];
     fields.apply(&mut org);
     store.orgs.push(org);
     org_body(store, ctx, &id)
