@@ -31,7 +31,7 @@ use crate::{
     json::{self, UpstreamJson},
     metrics::Metrics,
     overload::ConcurrencyBudget,
-    ratelimit::{BackPressure, RateLimitError, RateLimiter},
+    ratelimit::{BackPressure, RateLimiter},
     reply::Encoded,
     routes::{self, CacheClass, Route},
     telemetry::Tracing,
@@ -99,9 +99,6 @@ pub enum BuildError {
     /// The Redis client refused its configuration.
     #[error("--cache-redis-url: {0}")]
     SharedTierClient(#[from] fred::error::Error),
-    /// The rate limit's Redis connection is refused.
-    #[error(transparent)]
-    RateLimit(#[from] RateLimitError),
 }
 
 /// Resolves `--deny-rpcs` names to routes' actions.
@@ -152,9 +149,9 @@ impl Gateway {
         let (cache, shared) = shared::build(settings, &mut metrics)?;
         let rate_limit = RateLimiter::from_settings(
             &settings.rate_limit,
-            &settings.shared_cache,
+            shared.as_ref(),
             metrics.registry_mut(),
-        )?
+        )
         .map(Arc::new);
         let metrics = Arc::new(metrics);
         let mut upstream = UpstreamClient::new(settings, Arc::clone(&metrics))?.traced(&tracing);
@@ -195,33 +192,20 @@ impl Gateway {
         self.inner.shared.as_ref()
     }
 
-    /// Waits (at most `within`) for the shared tier's and the rate limit's first Redis
-    /// connections, so that the first calls find them up; `true` without Redis. The gateway
-    /// serves without them.
+    /// Waits (at most `within`) for the first Redis connection (the shared tier's, which the
+    /// rate limit uses too), so that the first calls find it up; `true` without Redis. The
+    /// gateway serves without it.
     pub async fn warm_up(&self, within: Duration) -> bool {
-        let shared = async {
-            match &self.inner.shared {
-                Some(shared) => shared.connected(within).await,
-                None => true,
-            }
-        };
-        let limiter = async {
-            match &self.inner.rate_limit {
-                Some(limiter) => limiter.connected(within).await,
-                None => true,
-            }
-        };
-        let (shared, limiter) = tokio::join!(shared, limiter);
-        shared && limiter
+        match &self.inner.shared {
+            Some(shared) => shared.connected(within).await,
+            None => true,
+        }
     }
 
-    /// Closes the shared tier's connections (at shutdown, after the last call).
+    /// Closes the Redis connection (at shutdown, after the last call).
     pub async fn close(&self) {
         if let Some(shared) = &self.inner.shared {
             shared.close().await;
-        }
-        if let Some(limiter) = &self.inner.rate_limit {
-            limiter.close().await;
         }
     }
 

@@ -37,7 +37,7 @@ use self::{
     backpressure::Holds, local::LocalLimiter, metrics::RateLimitMetrics, redis::RedisLimiter,
 };
 use crate::{
-    cache::{TokenId, shared::SharedTierSettings, shared::settings::SettingsError},
+    cache::{TokenId, shared::SharedTier},
     error::GatewayError,
 };
 
@@ -60,17 +60,6 @@ pub enum Decision {
     Held(Duration),
 }
 
-/// Why the rate limit could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum RateLimitError {
-    /// The shared tier's settings (the Redis connection) are refused.
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    /// The Redis client refused its configuration.
-    #[error("--cache-redis-url: {0}")]
-    Client(#[from] fred::error::Error),
-}
-
 /// The rate limit: a limiter per token (Redis, or this replica's), the upstream's holds.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -86,21 +75,17 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// The limiter the settings ask for (`None` without `--rate-limit-per-token`): across
-    /// replicas when the shared tier's Redis is configured. Its metrics join `registry`.
+    /// replicas, on the shared tier's Redis connection, when the tier is configured. Its
+    /// metrics join `registry`.
     pub fn from_settings(
         settings: &RateLimitSettings,
-        shared: &SharedTierSettings,
+        shared: Option<&SharedTier>,
         registry: &mut Registry,
-    ) -> Result<Option<RateLimiter>, RateLimitError> {
-        let Some(limit) = Limit::from_settings(settings) else {
-            return Ok(None);
-        };
+    ) -> Option<RateLimiter> {
+        let limit = Limit::from_settings(settings)?;
         let metrics = RateLimitMetrics::default();
         metrics.register(registry);
-        let redis = match shared.resolve()? {
-            Some(config) => Some(RedisLimiter::connect(&config, metrics.fallback.clone())?),
-            None => None,
-        };
+        let redis = shared.map(|tier| RedisLimiter::new(tier.store(), metrics.fallback.clone()));
         tracing::info!(
             rate = %settings.rate_limit_per_token.map(|r| r.to_string()).unwrap_or_default(),
             burst = limit.burst.get(),
@@ -108,12 +93,12 @@ impl RateLimiter {
             cache_hits_count = settings.rate_limit_cache_hits,
             "per-token rate limit configured"
         );
-        Ok(Some(RateLimiter::new(
+        Some(RateLimiter::new(
             limit,
             settings.rate_limit_cache_hits,
             redis,
             metrics,
-        )))
+        ))
     }
 
     /// A limiter of `limit` per token (across replicas through `redis`, if given).
@@ -206,21 +191,6 @@ impl RateLimiter {
         drop(episodes);
         if starts {
             tracing::info!(token = %short_id(token), reason, action, retry_after_ms = wait.as_millis() as u64, "token rate limited");
-        }
-    }
-
-    /// Waits (at most `within`) for the Redis connection; `true` without Redis.
-    pub async fn connected(&self, within: Duration) -> bool {
-        match &self.redis {
-            Some(redis) => redis.connected(within).await,
-            None => true,
-        }
-    }
-
-    /// Closes the Redis connection (at shutdown).
-    pub async fn close(&self) {
-        if let Some(redis) = &self.redis {
-            redis.close().await;
         }
     }
 }

@@ -8,7 +8,7 @@
 //! limiter, and Redis is tried again after [`COOL_DOWN`]; each change of state is logged once.
 
 use std::{
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -19,10 +19,7 @@ use fred::{
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::{Decision, settings::Limit};
-use crate::cache::{
-    TokenId,
-    shared::{SharedTierMetrics, settings::SharedTierConfig, store::Store},
-};
+use crate::cache::{TokenId, shared::store::Store};
 
 /// How long the local limiter stands in after Redis failed, before Redis is tried again.
 pub const COOL_DOWN: Duration = Duration::from_secs(1);
@@ -56,7 +53,7 @@ return 1
 /// The Redis side of the limiter.
 #[derive(Debug)]
 pub struct RedisLimiter {
-    store: Store,
+    store: Arc<Store>,
     admit: Script,
     hold: Script,
     /// `Some(when to try again)` while Redis is not used.
@@ -77,18 +74,17 @@ fn micros(duration: Duration) -> String {
 }
 
 impl RedisLimiter {
-    /// Connects in the background (the limiter starts, and limits locally, while Redis is down).
-    pub fn connect(
-        config: &SharedTierConfig,
-        fallback: Gauge,
-    ) -> Result<RedisLimiter, fred::error::Error> {
-        Ok(RedisLimiter {
-            store: Store::connect(config, SharedTierMetrics::default())?,
+    /// The limiter on the shared tier's connection ([`crate::cache::shared::SharedTier::store`]:
+    /// one client per replica, connected in the background; while Redis is down the limiter
+    /// limits locally).
+    pub fn new(store: Arc<Store>, fallback: Gauge) -> RedisLimiter {
+        RedisLimiter {
+            store,
             admit: Script::from_lua(ADMIT),
             hold: Script::from_lua(HOLD),
             down: Mutex::new(None),
             fallback,
-        })
+        }
     }
 
     /// Counts one call of `token` to `action` in Redis; `None` when Redis cannot be used now
@@ -177,19 +173,6 @@ impl RedisLimiter {
             );
             self.fallback.set(0);
         }
-    }
-
-    /// Waits (at most `within`) for the first connection; `false` if there is none yet.
-    pub async fn connected(&self, within: Duration) -> bool {
-        let client = self.store.client();
-        tokio::time::timeout(within, client.wait_for_connect())
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
-    /// Closes the connection (at shutdown).
-    pub async fn close(&self) {
-        self.store.quit().await;
     }
 }
 

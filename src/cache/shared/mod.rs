@@ -340,6 +340,12 @@ impl SharedTier {
         &self.inner.metrics
     }
 
+    /// The tier's Redis connection, for other users of the same Redis (the rate limit), so
+    /// that a replica holds one client and one set of settings.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.inner.store)
+    }
+
     /// Closes the connection (at shutdown).
     pub async fn close(&self) {
         self.inner.store.quit().await;
