@@ -342,10 +342,12 @@ impl Caller for UpstreamClientCaller {
         let response = self
             .client
             .send(
-                &routes::ME_PAYLOAD_COUNTS,
-                &self.request,
-                &self.authorization,
-                &[],
+                wnology_gateway::upstream::Outbound {
+                    route: &routes::ME_PAYLOAD_COUNTS,
+                    request: &self.request,
+                    authorization: &self.authorization,
+                    caller_trace: &[],
+                },
                 Duration::from_secs(10),
             )
             .await

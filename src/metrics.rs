@@ -109,22 +109,93 @@ pub struct Metrics {
     registry: Registry,
     rpcs: Family<RpcLabels, Counter>,
     rpc_duration: Family<RpcLabels, Histogram>,
-    upstream: Family<UpstreamLabels, Counter>,
-    upstream_duration: Family<UpstreamLabels, Histogram>,
+    upstream: UpstreamMetrics,
     in_flight: Gauge,
     shed: Family<ServiceLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
-    upstream_in_flight: Gauge,
-    upstream_retries: Family<ActionLabels, Counter>,
-    breaker_state: Gauge,
-    breaker_transitions: Family<BreakerTransitionLabels, Counter>,
-    breaker_refused: Counter,
+    breaker: BreakerMetrics,
     cache_figures: Arc<OnceLock<Box<dyn Fn() -> CacheFigures + Send + Sync>>>,
 }
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The upstream calls' metrics (`wnology_gateway_upstream_*`).
+#[derive(Debug, Clone)]
+struct UpstreamMetrics {
+    requests: Family<UpstreamLabels, Counter>,
+    duration: Family<UpstreamLabels, Histogram>,
+    in_flight: Gauge,
+    retries: Family<ActionLabels, Counter>,
+}
+
+impl UpstreamMetrics {
+    fn register(registry: &mut Registry) -> UpstreamMetrics {
+        let metrics = UpstreamMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            in_flight: Gauge::default(),
+            retries: Family::default(),
+        };
+        registry.register(
+            "upstream_requests",
+            "Upstream HTTP calls, by action and status",
+            metrics.requests.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_duration",
+            "Time of an upstream HTTP call, by action and status",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "upstream_in_flight",
+            "Upstream HTTP requests in flight (bounded by --max-upstream-in-flight)",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Upstream reads sent again after a retryable failure, by action",
+            metrics.retries.clone(),
+        );
+        metrics
+    }
+}
+
+/// The upstream circuit breaker's metrics (`wnology_gateway_upstream_breaker_*`).
+#[derive(Debug, Clone)]
+struct BreakerMetrics {
+    state: Gauge,
+    transitions: Family<BreakerTransitionLabels, Counter>,
+    refused: Counter,
+}
+
+impl BreakerMetrics {
+    fn register(registry: &mut Registry) -> BreakerMetrics {
+        let metrics = BreakerMetrics {
+            state: Gauge::default(),
+            transitions: Family::default(),
+            refused: Counter::default(),
+        };
+        registry.register(
+            "upstream_breaker_state",
+            "The upstream circuit breaker's state: 0 closed, 1 open, 2 half-open",
+            metrics.state.clone(),
+        );
+        registry.register(
+            "upstream_breaker_transitions",
+            "Changes of the upstream circuit breaker's state, by state left and entered",
+            metrics.transitions.clone(),
+        );
+        registry.register(
+            "upstream_breaker_refused",
+            "Upstream calls not sent because the circuit breaker was open",
+            metrics.refused.clone(),
+        );
+        metrics
     }
 }
 
@@ -159,21 +230,7 @@ impl Metrics {
             Unit::Seconds,
             rpc_duration.clone(),
         );
-        let upstream = Family::<UpstreamLabels, Counter>::default();
-        registry.register(
-            "upstream_requests",
-            "Upstream HTTP calls, by action and status",
-            upstream.clone(),
-        );
-        let upstream_duration = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
-        });
-        registry.register_with_unit(
-            "upstream_duration",
-            "Time of an upstream HTTP call, by action and status",
-            Unit::Seconds,
-            upstream_duration.clone(),
-        );
+        let upstream = UpstreamMetrics::register(&mut registry);
         let in_flight = Gauge::default();
         registry.register("rpc_in_flight", "RPCs being served now", in_flight.clone());
         let shed = Family::<ServiceLabels, Counter>::default();
@@ -189,36 +246,7 @@ impl Metrics {
              message, not gRPC), by reason",
             refused.clone(),
         );
-        let upstream_in_flight = Gauge::default();
-        registry.register(
-            "upstream_in_flight",
-            "Upstream HTTP requests in flight (bounded by --max-upstream-in-flight)",
-            upstream_in_flight.clone(),
-        );
-        let upstream_retries = Family::<ActionLabels, Counter>::default();
-        registry.register(
-            "upstream_retries",
-            "Upstream reads sent again after a retryable failure, by action",
-            upstream_retries.clone(),
-        );
-        let breaker_state = Gauge::default();
-        registry.register(
-            "upstream_breaker_state",
-            "The upstream circuit breaker's state: 0 closed, 1 open, 2 half-open",
-            breaker_state.clone(),
-        );
-        let breaker_transitions = Family::<BreakerTransitionLabels, Counter>::default();
-        registry.register(
-            "upstream_breaker_transitions",
-            "Changes of the upstream circuit breaker's state, by state left and entered",
-            breaker_transitions.clone(),
-        );
-        let breaker_refused = Counter::default();
-        registry.register(
-            "upstream_breaker_refused",
-            "Upstream calls not sent because the circuit breaker was open",
-            breaker_refused.clone(),
-        );
+        let breaker = BreakerMetrics::register(&mut registry);
         registry.register(
             "build",
             "Build information",
@@ -233,15 +261,10 @@ impl Metrics {
             rpcs,
             rpc_duration,
             upstream,
-            upstream_duration,
             in_flight,
             shed,
             refused,
-            upstream_in_flight,
-            upstream_retries,
-            breaker_state,
-            breaker_transitions,
-            breaker_refused,
+            breaker,
             cache_figures,
         }
     }
@@ -261,10 +284,11 @@ impl Metrics {
 
     /// Records an upstream call.
     pub fn upstream(&self, labels: UpstreamLabels, elapsed: Duration) {
-        self.upstream_duration
+        self.upstream
+            .duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-        self.upstream.get_or_create(&labels).inc();
+        self.upstream.requests.get_or_create(&labels).inc();
     }
 
     /// Counts an RPC in flight until the guard drops.
@@ -285,13 +309,14 @@ impl Metrics {
 
     /// Counts one upstream request in flight until the guard is dropped.
     pub fn upstream_in_flight(&self) -> InFlight {
-        self.upstream_in_flight.inc();
-        InFlight(self.upstream_in_flight.clone())
+        self.upstream.in_flight.inc();
+        InFlight(self.upstream.in_flight.clone())
     }
 
     /// Counts a retry of an upstream read.
     pub fn upstream_retry(&self, action: &'static str) {
-        self.upstream_retries
+        self.upstream
+            .retries
             .get_or_create(&ActionLabels { action })
             .inc();
     }
@@ -302,8 +327,9 @@ impl Metrics {
         from: &'static str,
         to: crate::upstream::breaker::State,
     ) {
-        self.breaker_state.set(to.gauge());
-        self.breaker_transitions
+        self.breaker.state.set(to.gauge());
+        self.breaker
+            .transitions
             .get_or_create(&BreakerTransitionLabels {
                 from,
                 to: to.as_str(),
@@ -313,7 +339,7 @@ impl Metrics {
 
     /// Counts an upstream call the open circuit breaker refused.
     pub fn upstream_breaker_refused(&self) {
-        self.breaker_refused.inc();
+        self.breaker.refused.inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -350,34 +376,16 @@ impl Collector for CacheCollector {
             return Ok(());
         };
         let figures = figures();
-        let counters = [
-            ("cache_hits", "Reads answered from the cache", figures.hits),
-            (
-                "cache_misses",
-                "Reads that called the upstream",
-                figures.misses,
-            ),
-            (
-                "cache_coalesced",
-                "Reads that waited for an identical in-flight upstream call",
-                figures.coalesced,
-            ),
-            (
-                "cache_evictions",
-                "Entries evicted to stay within --cache-max-bytes",
-                figures.evictions,
-            ),
-            (
-                "cache_expirations",
-                "Entries that expired",
-                figures.expirations,
-            ),
-            (
-                "cache_invalidations",
-                "Invalidations applied after writes",
-                figures.invalidations,
-            ),
-        ];
+        let counters = cache_counters(&figures);
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(value).metric_type(),
+            )?;
+            ConstCounter::new(value).encode(metric)?;
+        }
         let stale = encoder.encode_descriptor(
             "cache_stale_answers",
             "Answers served past their TTL, by reason: `revalidate` (while a background refresh \
@@ -393,35 +401,7 @@ impl Collector for CacheCollector {
             None,
             refreshes.metric_type(),
         )?)?;
-        for (name, help, value) in counters {
-            let metric = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                ConstCounter::new(value).metric_type(),
-            )?;
-            ConstCounter::new(value).encode(metric)?;
-        }
-        let gauges = [
-            (
-                "cache_entries",
-                "Entries in the cache",
-                None,
-                figures.entries,
-            ),
-            (
-                "cache_weighted_size",
-                "Weighted size of the cache",
-                Some(&Unit::Bytes),
-                figures.weighted_bytes,
-            ),
-            (
-                "cache_loads_in_flight",
-                "Upstream loads in flight, each shared by its coalesced callers",
-                None,
-                figures.loads_in_flight,
-            ),
-        ];
+        let gauges = cache_gauges(&figures);
         for (name, help, unit, value) in gauges {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             let metric = encoder.encode_descriptor(name, help, unit, gauge.metric_type())?;
@@ -429,6 +409,64 @@ impl Collector for CacheCollector {
         }
         Ok(())
     }
+}
+
+/// The cache's counters: name, help, value.
+fn cache_counters(figures: &CacheFigures) -> [(&'static str, &'static str, u64); 6] {
+    [
+        ("cache_hits", "Reads answered from the cache", figures.hits),
+        (
+            "cache_misses",
+            "Reads that called the upstream",
+            figures.misses,
+        ),
+        (
+            "cache_coalesced",
+            "Reads that waited for an identical in-flight upstream call",
+            figures.coalesced,
+        ),
+        (
+            "cache_evictions",
+            "Entries evicted to stay within --cache-max-bytes",
+            figures.evictions,
+        ),
+        (
+            "cache_expirations",
+            "Entries that expired",
+            figures.expirations,
+        ),
+        (
+            "cache_invalidations",
+            "Invalidations applied after writes",
+            figures.invalidations,
+        ),
+    ]
+}
+
+/// The cache's gauges: name, help, unit, value.
+fn cache_gauges(
+    figures: &CacheFigures,
+) -> [(&'static str, &'static str, Option<&'static Unit>, u64); 3] {
+    [
+        (
+            "cache_entries",
+            "Entries in the cache",
+            None,
+            figures.entries,
+        ),
+        (
+            "cache_weighted_size",
+            "Weighted size of the cache",
+            Some(&Unit::Bytes),
+            figures.weighted_bytes,
+        ),
+        (
+            "cache_loads_in_flight",
+            "Upstream loads in flight, each shared by its coalesced callers",
+            None,
+            figures.loads_in_flight,
+        ),
+    ]
 }
 
 /// Labels of a stale answer.

@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use wnology_gateway::{
     cache::{
-        CacheKey, CachePolicy, Fetched, Loaded, ReadPolicy, ResponseCache, Scopes,
+        CacheKey, CachePolicy, Fetched, Load, Loaded, ReadPolicy, ResponseCache, Scopes,
         stale::StaleSettings,
     },
     error::GatewayError,
@@ -102,9 +102,9 @@ async fn per_entry(answer_len: usize) -> (f64, f64) {
                 key,
                 tags,
                 ReadPolicy::new(Duration::from_secs(3600)),
-                || {
+                || -> Load {
                     let fetched = fetched.clone();
-                    async move { Ok::<_, GatewayError>(Loaded::from(fetched)) }
+                    Box::pin(async move { Ok::<_, GatewayError>(Loaded::from(fetched)) })
                 },
             )
             .await

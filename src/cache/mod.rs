@@ -118,6 +118,11 @@ pub struct Fetched {
     pub upstream_status: u16,
 }
 
+/// One load of a cacheable read (the upstream's answer, or the shared tier's): made afresh for
+/// each attempt (again when the caller whose load was shared went away and a waiter takes
+/// over), owning what it needs, so that it may outlive the caller that started it.
+pub type Load = futures_util::future::BoxFuture<'static, Result<Loaded, GatewayError>>;
+
 /// What one load through the shared tier produced (see [`ResponseCache::get_or_load`]).
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -595,17 +600,13 @@ impl ResponseCache {
     /// An entry past its TTL within stale-while-revalidate is answered at once while one
     /// background refresh runs; an older one within stale-if-error answers in place of an
     /// upstream failure. Neither is served once a write has invalidated it.
-    pub async fn get_or_load<M, F>(
+    pub async fn get_or_load(
         &self,
         key: CacheKey,
         scopes: Scopes,
         read: ReadPolicy,
-        make_load: M,
-    ) -> Result<Served, Arc<GatewayError>>
-    where
-        M: Fn() -> F,
-        F: Future<Output = Result<Loaded, GatewayError>> + Send + 'static,
-    {
+        make_load: impl Fn() -> Load,
+    ) -> Result<Served, Arc<GatewayError>> {
         let stamp = self.generations.stamp(key.token, &scopes);
         let load = || {
             let load = make_load();
@@ -856,16 +857,18 @@ mod tests {
     #[tokio::test]
     async fn a_load_from_the_shared_tier_is_a_shared_hit_kept_at_most_its_remaining_time() {
         let cache = cache();
-        let load = || async {
-            Ok(Loaded {
-                fetched: Fetched {
-                    answer: Bytes::from_static(b"answer"),
-                    upstream_status: 200,
-                },
-                keep_at_most: Some(Duration::from_millis(100)),
-                from_shared: true,
-                age: Duration::from_secs(3),
-                no_stale: false,
+        let load = || -> Load {
+            Box::pin(async {
+                Ok(Loaded {
+                    fetched: Fetched {
+                        answer: Bytes::from_static(b"answer"),
+                        upstream_status: 200,
+                    },
+                    keep_at_most: Some(Duration::from_millis(100)),
+                    from_shared: true,
+                    age: Duration::from_secs(3),
+                    no_stale: false,
+                })
             })
         };
         let ttl = Duration::from_secs(60);

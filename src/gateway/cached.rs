@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use serde_json::Value;
 use tonic::metadata::MetadataMap;
@@ -17,8 +16,8 @@ use tonic::metadata::MetadataMap;
 use super::{Answer, shared::SharedRead};
 use crate::{
     cache::{
-        CacheControl, CacheKey, Directive, Fetched, Loaded, Outcome, ReadPolicy, ResponseCache,
-        Scopes, shared::SharedTier, stale::StaleWindows,
+        CacheControl, CacheKey, Directive, Fetched, Load, Loaded, Outcome, ReadPolicy,
+        ResponseCache, Scopes, shared::SharedTier, stale::StaleWindows,
     },
     error::GatewayError,
     routes::Route,
@@ -110,7 +109,7 @@ impl<'a> CachedRead<'a> {
                 deadline: Instant::now() + timeout / 2,
             });
         let refresh = self.control.directive == Directive::NoCache;
-        let make_load = move || -> BoxFuture<'static, Result<Loaded, GatewayError>> {
+        let make_load = move || -> Load {
             let upstream = make_load();
             let shared = shared.clone();
             // Boxed: the nested futures of both tiers and the upstream call are otherwise

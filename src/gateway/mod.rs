@@ -13,7 +13,7 @@
 //! [`Gateway::call`] reads as that list. What does not need the route (transport limits, the
 //! request guard, gRPC-Web, CORS) is a tower layer in [`crate::server`] and [`crate::web`].
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -24,7 +24,8 @@ use tonic::{
 
 use crate::{
     cache::{
-        CacheControl, Outcome, ResponseCache, shared::SharedTier, shared::settings::SettingsError,
+        CacheControl, Fetched, Outcome, ResponseCache, shared::SharedTier,
+        shared::settings::SettingsError,
     },
     config::Settings,
     error::GatewayError,
@@ -51,7 +52,7 @@ pub use admit::bearer_authorization;
 pub use deadline::{deadline_margin, parse_grpc_timeout, upstream_timeout};
 pub use request_id::{REQUEST_ID, RequestId};
 
-use admit::{Admission, Metered};
+use admit::{Admission, Admitted, Metered};
 use cached::CachedRead;
 use observe::Observation;
 use upstream_call::UpstreamCall;
@@ -275,19 +276,38 @@ impl Gateway {
         let call = UpstreamCall::prepare(route, message, metadata, authorization, inner)?;
         let load =
             || Metered::before_upstream(metered.clone(), route, call.load::<Resp>(inner, route));
-        if let Some(read) = cached {
-            return read
-                .load_through(&inner.cache, route, &call.request_json, call.timeout, load)
-                .await;
+        match cached {
+            Some(read) => {
+                read.load_through(&inner.cache, route, &call.request_json, call.timeout, load)
+                    .await
+            }
+            None => {
+                let fetch = load();
+                self.uncached::<Resp, _>(route, admitted, call.request_json, fetch)
+                    .await
+            }
         }
-        // A read that changes something (`MeService/RefreshToken` is a GET that revokes the
-        // old token) is a write here: it runs to its end and invalidates.
+    }
+
+    /// A call whose answer is not cached: a read passes the upstream's answer on; a write
+    /// runs to its end and invalidates, and so does a read that changes something
+    /// (`MeService/RefreshToken` is a GET that revokes the old token).
+    async fn uncached<Resp, F>(
+        &self,
+        route: &'static Route,
+        admitted: Admitted,
+        request_json: serde_json::Value,
+        load: F,
+    ) -> Result<Answer, Arc<GatewayError>>
+    where
+        Resp: UpstreamJson + Send + Sync + 'static,
+        F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
+    {
         let fetched = if route.is_read() && route.invalidates.is_empty() {
-            load().await?
+            load.await?
         } else {
-            let token = inner.cache.token_id(admitted.authorization.as_bytes());
-            let load = load();
-            self.write::<Resp, _>(route, token, call.request_json, admitted.slot, load)
+            let token = self.inner.cache.token_id(admitted.authorization.as_bytes());
+            self.write::<Resp, _>(route, token, request_json, admitted.slot, load)
                 .await?
         };
         Ok(Answer {

@@ -20,7 +20,7 @@ use crate::{
     reply::Encoded,
     routes::Route,
     telemetry,
-    upstream::{self, UpstreamRequest},
+    upstream::{self, Outbound, UpstreamRequest},
 };
 
 /// One RPC's upstream call, ready to be sent (once, or again by each load that needs it).
@@ -84,25 +84,28 @@ impl UpstreamCall {
         );
         let span = tracing::Span::current();
         let context = opentelemetry::Context::current();
-        async move { load::<Resp>(&inner, route, &request, &authorization, &trace, timeout).await }
-            .instrument(span)
-            .with_context(context)
+        async move {
+            let call = Outbound {
+                route,
+                request: &request,
+                authorization: &authorization,
+                caller_trace: &trace,
+            };
+            load::<Resp>(&inner, call, timeout).await
+        }
+        .instrument(span)
+        .with_context(context)
     }
 }
 
 /// Calls the upstream and decodes its answer.
 async fn load<Resp: UpstreamJson + Send + Sync + 'static>(
     inner: &Inner,
-    route: &'static Route,
-    request: &UpstreamRequest,
-    authorization: &HeaderValue,
-    trace: &[(HeaderName, HeaderValue)],
+    call: Outbound<'_>,
     timeout: Duration,
 ) -> Result<Fetched, GatewayError> {
-    let response = inner
-        .upstream
-        .send(route, request, authorization, trace, timeout)
-        .await?;
+    let route = call.route;
+    let response = inner.upstream.send(call, timeout).await?;
     let message =
         Resp::from_upstream_json(&response.body).map_err(|e| GatewayError::BadResponse {
             action: route.action,

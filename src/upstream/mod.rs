@@ -69,6 +69,21 @@ pub struct UpstreamClient {
     back_pressure: Option<crate::ratelimit::BackPressure>,
 }
 
+/// One request to send upstream and whose it is: the route, the resolved request, the caller's
+/// `authorization` (passed on unchanged) and the caller's trace context (forwarded when the
+/// gateway does not trace itself).
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    /// The RPC's route.
+    pub route: &'static Route,
+    /// The REST request.
+    pub request: &'a UpstreamRequest,
+    /// The caller's `authorization` header.
+    pub authorization: &'a HeaderValue,
+    /// The caller's trace headers (empty when the gateway traces).
+    pub caller_trace: &'a [(HeaderName, HeaderValue)],
+}
+
 /// A successful upstream answer.
 #[derive(Debug, Clone)]
 pub struct UpstreamResponse {
@@ -194,12 +209,10 @@ impl UpstreamClient {
     /// exactly once.
     pub async fn send(
         &self,
-        route: &'static Route,
-        request: &UpstreamRequest,
-        authorization: &HeaderValue,
-        caller_trace: &[(HeaderName, HeaderValue)],
+        call: Outbound<'_>,
         timeout: Duration,
     ) -> Result<UpstreamResponse, GatewayError> {
+        let route = call.route;
         let deadline = Instant::now() + timeout;
         self.retry_budget.deposit();
         let mut resend_count = 0;
@@ -214,22 +227,13 @@ impl UpstreamClient {
                 None => None,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = self
-                .attempt(
-                    route,
-                    request,
-                    authorization,
-                    caller_trace,
-                    remaining,
-                    resend_count,
-                )
-                .await;
+            let result = self.attempt(call, remaining, resend_count).await;
             if let Some(permit) = permit {
                 permit.record(is_upstream_failure(&result));
             }
             let Err(error) = &result else { return result };
             if let Some(back_pressure) = &self.back_pressure {
-                back_pressure.observe(route.action, authorization, error);
+                back_pressure.observe(route.action, call.authorization, error);
             }
             if !route.is_read() || resend_count >= self.retries || !is_retryable(error) {
                 return result;
@@ -248,13 +252,41 @@ impl UpstreamClient {
     /// One HTTP exchange, in a client span of its own.
     async fn attempt(
         &self,
-        route: &'static Route,
-        request: &UpstreamRequest,
-        authorization: &HeaderValue,
-        caller_trace: &[(HeaderName, HeaderValue)],
+        call: Outbound<'_>,
         timeout: Duration,
         resend_count: u32,
     ) -> Result<UpstreamResponse, GatewayError> {
+        let span = self.client_span(call, resend_count);
+        let started = Instant::now();
+        let result = self
+            .bounded_exchange(call, timeout, &span)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(response) => UpstreamStatus::Http(response.status),
+            Err(GatewayError::Upstream(error)) => UpstreamStatus::Http(error.status),
+            Err(error) => UpstreamStatus::Failed(failure_kind(error)),
+        };
+        record_status(&span, status);
+        let elapsed = started.elapsed();
+        let action = call.route.action;
+        self.metrics
+            .upstream(UpstreamLabels { action, status }, elapsed);
+        tracing::debug!(
+            parent: &span,
+            action,
+            method = %call.request.method,
+            path = %call.request.path_and_query,
+            status = ?status,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "upstream call"
+        );
+        result
+    }
+
+    /// The client span of one attempt (OpenTelemetry's HTTP client conventions).
+    fn client_span(&self, call: Outbound<'_>, resend_count: u32) -> tracing::Span {
+        let (route, request) = (call.route, call.request);
         let span = tracing::info_span!(
             "upstream",
             otel.name = %format_args!("{} {}", request.method, route.path),
@@ -273,57 +305,14 @@ impl UpstreamClient {
         if resend_count > 0 {
             span.record("http.request.resend_count", resend_count);
         }
-        let started = Instant::now();
-        let result = self
-            .bounded_exchange(route, request, authorization, caller_trace, timeout, &span)
-            .instrument(span.clone())
-            .await;
-        let status = match &result {
-            Ok(response) => UpstreamStatus::Http(response.status),
-            Err(GatewayError::Upstream(error)) => UpstreamStatus::Http(error.status),
-            Err(error) => UpstreamStatus::Failed(failure_kind(error)),
-        };
-        match status {
-            UpstreamStatus::Http(code) => {
-                span.record("http.response.status_code", code);
-                if code >= 400 {
-                    span.record("error.type", tracing::field::display(code));
-                    span.record("otel.status_code", "ERROR");
-                }
-            }
-            UpstreamStatus::Failed(kind) => {
-                span.record("error.type", kind);
-                span.record("otel.status_code", "ERROR");
-            }
-        }
-        let elapsed = started.elapsed();
-        self.metrics.upstream(
-            UpstreamLabels {
-                action: route.action,
-                status,
-            },
-            elapsed,
-        );
-        tracing::debug!(
-            parent: &span,
-            action = route.action,
-            method = %request.method,
-            path = %request.path_and_query,
-            status = ?status,
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            "upstream call"
-        );
-        result
+        span
     }
 
     /// [`Self::exchange`] once a permit of `--max-upstream-in-flight` is free, all within
     /// `timeout`.
     async fn bounded_exchange(
         &self,
-        route: &Route,
-        request: &UpstreamRequest,
-        authorization: &HeaderValue,
-        caller_trace: &[(HeaderName, HeaderValue)],
+        call: Outbound<'_>,
         timeout: Duration,
         span: &tracing::Span,
     ) -> Result<UpstreamResponse, GatewayError> {
@@ -334,19 +323,21 @@ impl UpstreamClient {
             .map_err(|_| GatewayError::Internal("upstream permits closed".into()))?;
         let _in_flight = (permit, self.metrics.upstream_in_flight());
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.exchange(route, request, authorization, caller_trace, remaining, span)
-            .await
+        self.exchange(call, remaining, span).await
     }
 
     async fn exchange(
         &self,
-        route: &Route,
-        request: &UpstreamRequest,
-        authorization: &HeaderValue,
-        caller_trace: &[(HeaderName, HeaderValue)],
+        call: Outbound<'_>,
         timeout: Duration,
         span: &tracing::Span,
     ) -> Result<UpstreamResponse, GatewayError> {
+        let Outbound {
+            route,
+            request,
+            authorization,
+            caller_trace,
+        } = call;
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert("accept-version", self.accept_version.clone());
@@ -489,6 +480,23 @@ fn redact(url: &str) -> String {
 }
 
 /// The `error.type` / metrics label of a failure without an HTTP answer.
+/// Records how an attempt ended on its span (an error status for HTTP errors and failures).
+fn record_status(span: &tracing::Span, status: UpstreamStatus) {
+    match status {
+        UpstreamStatus::Http(code) => {
+            span.record("http.response.status_code", code);
+            if code >= 400 {
+                span.record("error.type", tracing::field::display(code));
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        UpstreamStatus::Failed(kind) => {
+            span.record("error.type", kind);
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 fn failure_kind(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::Unreachable(_) => "connect_error",
