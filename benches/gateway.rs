@@ -1610,7 +1610,7 @@ fn replicas_phase(options: &Options, rt: &Handle, report: &mut Report) {
     let (k, m) = (workload.tokens, workload.reads);
     let mut note = format!(
         "\n## Three replicas, round-robin ({k} tokens × {m} reads each, one call at a time; release binary, default flags, not pinned)\n\n\
-         | deployment | upstream requests | miss p50 / p99 | shared-hit p50 / p99 | hit p50 / p99 | feed lost |\n\
+         | deployment | upstream requests | miss p50 / p99 | shared-hit p50 / p99 | hit p50 / p99 | local drops |\n\
          |---|---:|---|---|---|---:|\n"
     );
     for (name, outcome) in [
@@ -1623,7 +1623,7 @@ fn replicas_phase(options: &Options, rt: &Handle, report: &mut Report) {
             outcome.describe("miss"),
             outcome.describe("shared-hit"),
             outcome.describe("hit"),
-            outcome.feed_lost,
+            outcome.local_drops,
         ));
     }
     report.notes.push(note);

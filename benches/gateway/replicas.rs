@@ -43,8 +43,9 @@ pub(crate) struct Outcome {
     pub upstream_requests: usize,
     /// Latencies (µs, sorted) by `x-cache` value.
     pub latencies: BTreeMap<String, Vec<u32>>,
-    /// Times a replica stopped trusting its local copies (its invalidation feed looked down).
-    pub feed_lost: usize,
+    /// Times a replica dropped all its local copies during the workload (its invalidation
+    /// feed was lost, lagged or reconnected: invalidations may have been missed).
+    pub local_drops: usize,
     /// Calls that failed, and the first failure.
     pub failed: usize,
     pub first_failure: Option<String>,
@@ -122,15 +123,21 @@ fn deployment(rt: &Handle, workload: Workload, args: &[&str]) -> Result<Outcome,
         }
         Ok::<_, String>(clients)
     })?;
+    let drops_before = local_drops(&replicas);
     let mut outcome = rt.block_on(reads(clients, workload));
     outcome.upstream_requests = upstream.count();
-    outcome.feed_lost = replicas
-        .iter()
-        .flat_map(GatewayBinary::log)
-        .filter(|line| line.contains("invalidation feed") && !line.contains("live again"))
-        .count();
+    outcome.local_drops = local_drops(&replicas) - drops_before;
     drop(replicas);
     Ok(outcome)
+}
+
+/// The replicas' log lines so far that say all local copies were dropped.
+fn local_drops(replicas: &[GatewayBinary]) -> usize {
+    replicas
+        .iter()
+        .flat_map(GatewayBinary::log)
+        .filter(|line| line.contains("local copies") && line.contains("dropped"))
+        .count()
 }
 
 /// Round `m` sends token `k`'s read to replica `(k + m) % 3`: every token visits every

@@ -266,6 +266,12 @@ impl Feed {
                 "shared cache invalidation feed lost: local copies are dropped and kept at most 1 s until it is back"
             );
         }
+        self.drop_local(if now { "feed_back" } else { "feed_lost" });
+    }
+
+    /// Drops every local copy (invalidations may have been missed), counted by `reason`.
+    fn drop_local(&self, reason: &'static str) {
+        self.metrics.local_drop(reason);
         (self.handler)(&[Scope::Everything]);
     }
 }
@@ -296,11 +302,17 @@ pub fn spawn(
                             }
                         }
                         // Messages were dropped: what they invalidated is unknown.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => (feed.handler)(&[Scope::Everything]),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "shared cache feed lagged: local copies dropped");
+                            feed.drop_local("lagged");
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
                     // Messages published while disconnected are lost.
-                    Ok(_) = reconnects.recv() => (feed.handler)(&[Scope::Everything]),
+                    Ok(_) = reconnects.recv() => {
+                        tracing::info!("shared cache feed (re)connected: local copies dropped");
+                        feed.drop_local("reconnected");
+                    }
                 }
             }
         })

@@ -16,6 +16,15 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a drop of every local copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `feed_lost` and `feed_back` (the feed's trust changed), `lagged` (feed messages were
+    /// dropped before this replica read them), `reconnected` (messages published while the
+    /// subscriber was disconnected are lost).
+    pub reason: &'static str,
+}
+
 /// Counters and gauges of the shared tier. Cheap to clone (every metric is shared).
 #[derive(Debug, Clone)]
 pub struct SharedTierMetrics {
@@ -41,6 +50,8 @@ pub struct SharedTierMetrics {
     pub breaker_open: Gauge,
     /// 1 while the invalidation feed is trusted.
     pub feed_trusted: Gauge,
+    /// Drops of every local copy because invalidations may have been missed, by reason.
+    pub local_drops: Family<DropLabels, Counter>,
 }
 
 impl Default for SharedTierMetrics {
@@ -59,11 +70,17 @@ impl Default for SharedTierMetrics {
             writes: Counter::default(),
             breaker_open: Gauge::default(),
             feed_trusted: Gauge::default(),
+            local_drops: Family::default(),
         }
     }
 }
 
 impl SharedTierMetrics {
+    /// Counts one drop of every local copy, for `reason`.
+    pub fn local_drop(&self, reason: &'static str) {
+        self.local_drops.get_or_create(&DropLabels { reason }).inc();
+    }
+
     /// Counts one failure of `kind`.
     pub fn error(&self, kind: &'static str) {
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
@@ -129,6 +146,11 @@ impl SharedTierMetrics {
             "1 while the cross-replica invalidation feed is live",
             self.feed_trusted.clone(),
         );
+        registry.register(
+            "local_drops",
+            "Drops of every local copy because invalidations may have been missed, by reason",
+            self.local_drops.clone(),
+        );
     }
 }
 
@@ -141,6 +163,7 @@ mod tests {
         let metrics = SharedTierMetrics::default();
         metrics.hits.inc();
         metrics.error("timeout");
+        metrics.local_drop("lagged");
         let mut registry = Registry::with_prefix("wnology_gateway");
         metrics.register(&mut registry);
         let mut text = String::new();
@@ -151,5 +174,8 @@ mod tests {
         );
         assert!(text.contains("wnology_gateway_shared_cache_errors_total{kind=\"timeout\"} 1"));
         assert!(text.contains("wnology_gateway_shared_cache_latency_seconds_bucket"));
+        assert!(
+            text.contains("wnology_gateway_shared_cache_local_drops_total{reason=\"lagged\"} 1")
+        );
     }
 }
