@@ -692,21 +692,6 @@ impl SeedMember {
     }
 }
 
-// Short names for the seed table below.
-fn org(
-    id: &str,
-    name: &str,
-    description: &str,
-    created: DateTime<Utc>,
-    updated: DateTime<Utc>,
-) -> SeedOrganization {
-    SeedOrganization::new(id, name, description, created, updated)
-}
-
-fn member(user_id: &str, role: OrgRole) -> SeedMember {
-    SeedMember::new(user_id, role)
-}
-
 fn invite(
     id: &str,
     org_id: &str,
@@ -862,7 +847,7 @@ impl Seed {
         );
         fourth.email_verified = false;
 
-        let mut acme = org(
+        let mut acme = SeedOrganization::new(
             DEMO_ORG_ID,
             "Acme Industrial IoT",
             "Plant floor monitoring and predictive maintenance for Acme's three factories.",
@@ -884,8 +869,8 @@ impl Seed {
             notebook_minutes_per_day: 95,
         });
         acme.members = vec![
-            member(DEMO_USER_ID, OrgRole::Admin),
-            member(SECOND_USER_ID, OrgRole::View),
+            SeedMember::new(DEMO_USER_ID, OrgRole::Admin),
+            SeedMember::new(SECOND_USER_ID, OrgRole::View),
             SeedMember {
                 user_id: THIRD_USER_ID.into(),
                 role: OrgRole::Edit,
@@ -897,16 +882,16 @@ impl Seed {
             },
         ];
 
-        let mut acme_labs = org(
+        let mut acme_labs = SeedOrganization::new(
             "665020000000000000000002",
             "acme-labs",
             "Prototypes and experiments.",
             date(2024, 1, 9, 9, 0),
             date(2024, 1, 9, 9, 0),
         );
-        acme_labs.members = vec![member(DEMO_USER_ID, OrgRole::Admin)];
+        acme_labs.members = vec![SeedMember::new(DEMO_USER_ID, OrgRole::Admin)];
 
-        let mut blue_river = org(
+        let mut blue_river = SeedOrganization::new(
             DEMO_EDIT_ORG_ID,
             "Blue River Water Utility",
             "Pump stations and reservoir levels.",
@@ -915,11 +900,11 @@ impl Seed {
         );
         blue_river.mfa_mode = MfaMode::AdminRequired;
         blue_river.members = vec![
-            member(THIRD_USER_ID, OrgRole::Admin),
-            member(DEMO_USER_ID, OrgRole::Edit),
+            SeedMember::new(THIRD_USER_ID, OrgRole::Admin),
+            SeedMember::new(DEMO_USER_ID, OrgRole::Edit),
         ];
 
-        let mut contoso = org(
+        let mut contoso = SeedOrganization::new(
             "665020000000000000000004",
             "Contoso Smart Buildings",
             "HVAC and occupancy sensing.",
@@ -928,11 +913,11 @@ impl Seed {
         );
         contoso.subscription_status = SubscriptionStatus::PastDue;
         contoso.members = vec![
-            member("665010000000000000000004", OrgRole::Admin),
-            member(DEMO_USER_ID, OrgRole::View),
+            SeedMember::new("665010000000000000000004", OrgRole::Admin),
+            SeedMember::new(DEMO_USER_ID, OrgRole::View),
         ];
 
-        let mut delta = org(
+        let mut delta = SeedOrganization::new(
             "665020000000000000000005",
             "Delta Farms Telemetry",
             "Soil moisture and irrigation control.",
@@ -940,9 +925,9 @@ impl Seed {
             date(2025, 9, 14, 18, 40),
         );
         delta.icon_color = Some("#4CAF50".into());
-        delta.members = vec![member(DEMO_USER_ID, OrgRole::Admin)];
+        delta.members = vec![SeedMember::new(DEMO_USER_ID, OrgRole::Admin)];
 
-        let mut edge = org(
+        let mut edge = SeedOrganization::new(
             "665020000000000000000006",
             "Edge Gateway Pilot",
             "",
@@ -951,11 +936,11 @@ impl Seed {
         );
         edge.subscription_status = SubscriptionStatus::Trialing;
         edge.members = vec![
-            member(THIRD_USER_ID, OrgRole::Admin),
-            member(DEMO_USER_ID, OrgRole::Collaborate),
+            SeedMember::new(THIRD_USER_ID, OrgRole::Admin),
+            SeedMember::new(DEMO_USER_ID, OrgRole::Collaborate),
         ];
 
-        let mut fabrikam = org(
+        let mut fabrikam = SeedOrganization::new(
             "665020000000000000000007",
             "Fabrikam Fleet Tracking",
             "GPS trackers on 300 delivery vans.",
@@ -964,11 +949,11 @@ impl Seed {
         );
         fabrikam.mfa_mode = MfaMode::Required;
         fabrikam.members = vec![
-            member(DEMO_USER_ID, OrgRole::Admin),
-            member(THIRD_USER_ID, OrgRole::View),
+            SeedMember::new(DEMO_USER_ID, OrgRole::Admin),
+            SeedMember::new(THIRD_USER_ID, OrgRole::View),
         ];
 
-        let mut northwind = org(
+        let mut northwind = SeedOrganization::new(
             SECOND_USER_ORG_ID,
             "Northwind Cold Chain",
             "Refrigerated container monitoring.",
@@ -980,9 +965,9 @@ impl Seed {
             payloads_per_day: 90_000,
             notebook_minutes_per_day: 5,
         });
-        northwind.members = vec![member(SECOND_USER_ID, OrgRole::Admin)];
+        northwind.members = vec![SeedMember::new(SECOND_USER_ID, OrgRole::Admin)];
 
-        let mut zeta = org(
+        let mut zeta = SeedOrganization::new(
             INSTANCE_ORG_ID,
             "Zeta Mining Operations",
             "Conveyor and ventilation telemetry, managed by the sandbox instance.",
@@ -1013,9 +998,9 @@ impl Seed {
         zeta.subscription_id = Some("sub_sandbox_zeta".into());
         zeta.billing_email = Some("accounts@zeta-mining.example".into());
         zeta.limits = BTreeMap::from([("member".to_string(), 500), ("device".to_string(), 5_000)]);
-        zeta.members = vec![member(DEMO_USER_ID, OrgRole::Admin)];
+        zeta.members = vec![SeedMember::new(DEMO_USER_ID, OrgRole::Admin)];
 
-        let mut omega = org(
+        let mut omega = SeedOrganization::new(
             INSTANCE_ONLY_ORG_ID,
             "Omega Retail Analytics",
             "Footfall counters for 40 stores.",
@@ -1028,7 +1013,7 @@ impl Seed {
             key: "region".into(),
             value: "amer".into(),
         }];
-        omega.members = vec![member(THIRD_USER_ID, OrgRole::Admin)];
+        omega.members = vec![SeedMember::new(THIRD_USER_ID, OrgRole::Admin)];
 
         let mut contractor = invite(
             "665040000000000000000004",
