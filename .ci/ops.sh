@@ -12,16 +12,20 @@
 #      the kube-prometheus PrometheusRule carries exactly these rules;
 #   4. .ci/ops/dashboard.py: the dashboard parses, every panel has a query and a unit, template
 #      variables resolve;
-#   5. starts a redis-server on a free loopback port (no persistence) and three gateways (debug
+#   5. starts a redis-server on a free loopback port (no persistence) and five gateways (debug
 #      build): two on their sandboxes sharing that Redis as their shared cache tier (one with
-#      --max-concurrency 2), and one whose upstream and Redis are closed loopback ports (its
-#      shared tier fails, times out and opens its breaker); a real Prometheus on a free loopback
-#      port scrapes the three every second and evaluates the rules every second;
+#      --max-concurrency 2), one whose upstream and Redis are closed loopback ports (its
+#      shared tier fails, times out and opens its breaker), one on a sandbox that load.py makes
+#      fail (1 s TTLs, a quick upstream circuit breaker) and one with a tiny per-token rate
+#      limit kept in that Redis; a real Prometheus on a free loopback port scrapes the five
+#      every second and evaluates the rules every second;
 #   6. .ci/ops/load.py: a few hundred calls, some failing (no token, unknown token, unknown
 #      organization, malformed id, dead upstream, shed), the same reads on both sandbox
 #      gateways (shared hits), identical cold reads on both at once (coalesced across replicas)
-#      and writes (invalidations published and received); it checks on the gateways' /metrics
-#      that every shared-tier series moved;
+#      and writes (invalidations published and received); meanwhile the failing sandbox's
+#      faults switched on and off (PUT /_sandbox/faults: stale answers of both reasons, the
+#      breaker opening, refusing, probing, reopening and closing) and calls refused by the
+#      rate limit; it checks on the gateways' /metrics that every one of those series moved;
 #   7. .ci/ops/live.py: through Prometheus's HTTP API, every rule evaluates, every metric used is
 #      exported (or listed in deploy/prometheus/pending-metrics.txt), and every recording rule,
 #      panel expression and variable query returns data.
@@ -130,7 +134,8 @@ PY
 }
 
 # Starts a gateway in the background (its PID joins those the trap stops), waits for its
-# "serving" log line, and sets gateway_grpc and gateway_admin to the addresses it bound.
+# "serving" log line, and sets gateway_grpc and gateway_admin to the addresses it bound and
+# gateway_upstream to its upstream's URL (with --sandbox: its sandbox's).
 start_gateway() {
   local name=$1
   shift
@@ -149,12 +154,12 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     except ValueError:
         continue
     if event.get("message") == "wnology-gateway serving":
-        print(event["listen"], event["admin"])
+        print(event["listen"], event["admin"], event["upstream"])
         sys.exit(0)
 sys.exit(1)
 PY
 )"; then
-      read -r gateway_grpc gateway_admin <<<"$addresses"
+      read -r gateway_grpc gateway_admin gateway_upstream <<<"$addresses"
       return 0
     fi
     sleep 0.2
@@ -201,6 +206,19 @@ dead_grpc=$gateway_grpc dead_admin=$gateway_admin
 echo "healthy: gRPC $healthy_grpc, admin $healthy_admin; peer: gRPC $peer_grpc, admin $peer_admin;" \
   "dead upstream and Redis: gRPC $dead_grpc, admin $dead_admin"
 
+step "start two more: a sandbox that load.py makes fail (1 s TTLs, a quick breaker), one with a tiny rate limit"
+# Entries go stale a second after their fill; no retries, and a breaker that opens after 4
+# calls and probes after 1 s (2 s after a failed probe): it opens, refuses, probes, reopens and
+# closes within a few seconds of load.py's switching the sandbox's faults on and off.
+start_gateway flaky --sandbox --cache-usage-ttl 1s --cache-entity-ttl 1s --upstream-retries 0 \
+  --upstream-breaker-min-calls 4 --upstream-breaker-cooldown 1s
+flaky_grpc=$gateway_grpc flaky_admin=$gateway_admin flaky_sandbox=$gateway_upstream
+# 2 upstream calls a second per token, counted in the shared Redis (one limit across replicas).
+start_gateway limited --sandbox --rate-limit-per-token 2/s --rate-limit-burst 2 "${sharing[@]}"
+limited_grpc=$gateway_grpc limited_admin=$gateway_admin
+echo "flaky: gRPC $flaky_grpc, admin $flaky_admin, sandbox $flaky_sandbox;" \
+  "limited: gRPC $limited_grpc, admin $limited_admin"
+
 step "start Prometheus on 127.0.0.1:$prometheus_port (scrape and rule evaluation every second)"
 cat >"$work/prometheus.yml" <<EOF2
 global:
@@ -212,7 +230,7 @@ rule_files:
 scrape_configs:
   - job_name: wnology-gateway
     static_configs:
-      - targets: ["$healthy_admin", "$peer_admin", "$dead_admin"]
+      - targets: ["$healthy_admin", "$peer_admin", "$dead_admin", "$flaky_admin", "$limited_admin"]
 EOF2
 promtool check config "$work/prometheus.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
@@ -226,9 +244,10 @@ done
 curl -fsS "$prometheus_url/-/ready" >/dev/null || { echo "Prometheus is not ready after 20 s" >&2; exit 1; }
 echo "ready"
 
-step "load: a few hundred calls, some failing; shared hits, coalesced reads, invalidations (.ci/ops/load.py)"
+step "load: a few hundred calls, some failing; shared hits, coalesced reads, invalidations; upstream faults, rate limits (.ci/ops/load.py)"
 PYTHONPATH="$stubs" timeout 180 "$python" .ci/ops/load.py "$healthy_grpc" "$peer_grpc" "$dead_grpc" "$demo_token" \
-  --admin "$healthy_admin" "$peer_admin" "$dead_admin"
+  --admin "$healthy_admin" "$peer_admin" "$dead_admin" \
+  --flaky "$flaky_grpc" "$flaky_admin" "$flaky_sandbox" --limited "$limited_grpc" "$limited_admin"
 
 step "every rule, metric, panel and variable has data in Prometheus (.ci/ops/live.py)"
 timeout 180 "$python" .ci/ops/live.py "$prometheus_url" --wait 60

@@ -13,19 +13,32 @@ has data (.ci/ops.sh runs it while a real Prometheus scrapes them):
     replicas); writes on both (each publishes invalidations, the other receives them).
   DEAD (a gateway whose upstream and Redis are closed loopback ports): reads that fail
     UNAVAILABLE after retries (upstream connect_error); its shared tier fails and is skipped.
+  FLAKY (a gateway on its own sandbox with 1 s TTLs, no retries and a breaker that opens after
+    4 calls and cools down for 1 s), meanwhile: reads fill its cache; past the TTL a usage read
+    is answered stale while a background refresh runs; then the sandbox fails every call
+    (`PUT /_sandbox/faults`): an entity read is answered stale in place of the 503, uncached
+    reads fail until the breaker opens and refuses them, the cached read is answered stale in
+    place of the refusal; after the cool-down a probe fails (the breaker reopens for 2 s); the
+    faults stop and the next probe closes it.
+  LIMITED (a sandbox gateway with --rate-limit-per-token 2/s, counted in the shared Redis),
+    meanwhile: a quick run of uncached reads, most of them refused (RESOURCE_EXHAUSTED).
 
 Then it reads the gateways' /metrics (the admin addresses) and checks that every shared-tier
 series moved: hits, misses, writes, coalesced reads, invalidations published and received, round
 trips, the feed trusted and the breaker closed on HEALTHY and PEER; errors, skipped operations,
-the breaker open and the feed untrusted on DEAD.
+the breaker open and the feed untrusted on DEAD; and that the upstream breaker went through
+every transition and refused calls, stale answers of both reasons and a background refresh
+happened on FLAKY, and calls were counted and refused by the rate limit on LIMITED.
 
 Usage: load.py HEALTHY_ADDR PEER_ADDR DEAD_ADDR TOKEN --admin HEALTHY_ADMIN PEER_ADMIN DEAD_ADMIN
+  --flaky FLAKY_ADDR FLAKY_ADMIN FLAKY_SANDBOX_URL --limited LIMITED_ADDR LIMITED_ADMIN
 (the generated stubs on PYTHONPATH). Prints the codes it got and exits non-zero if a call ends
-with a code it did not expect, if nothing was shed, or if a shared-tier series did not move.
+with a code it did not expect, if nothing was shed, or if a series named above did not move.
 """
 
 import collections
 import concurrent.futures
+import json
 import re
 import sys
 import time
@@ -45,7 +58,8 @@ START_MS = END_MS - 30 * 86_400_000
 HOUR_MS = 3_600_000
 # The sandbox's seed: a dashboard of the demo user (a recent item to add: a harmless write).
 DEMO_DASHBOARD_ID = "665060000000000000000002"
-SAMPLE = re.compile(r"^(\w+)(?:\{[^}]*\})? (\S+)$")
+SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 # The admin addresses of HEALTHY, PEER and DEAD (from --admin).
 ADMINS = []
 
@@ -115,11 +129,26 @@ def metrics(admin):
     with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     sums = collections.Counter()
+    for name, _, value in samples(text):
+        sums[name] += value
+    return sums
+
+
+def samples(text):
+    """(name, labels, value) of each sample of an exposition."""
+    found = []
     for line in text.splitlines():
         match = SAMPLE.match(line)
         if match:
-            sums[match.group(1)] += float(match.group(2))
-    return sums
+            found.append((match.group(1), dict(LABEL.findall(match.group(2) or "")), float(match.group(3))))
+    return found
+
+
+def labelled(admin, name):
+    """{frozenset of label pairs: value} of one metric on a gateway's /metrics."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {frozenset(labels.items()): value for metric, labels, value in samples(text) if metric == name}
 
 
 def x_cache(call):
@@ -178,6 +207,90 @@ def writes(healthy, peer, token):
     return codes
 
 
+def set_faults(sandbox, mode):
+    """Makes FLAKY's sandbox fail every call with 503 (`mode` "503") or none ("off")."""
+    body = json.dumps({"mode": mode, "share": 1}).encode()
+    request = urllib.request.Request(f"{sandbox}/_sandbox/faults", data=body, method="PUT",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        reply.read()
+
+
+def upstream_trouble(channel, admin, sandbox, token):
+    """FLAKY's run through upstream trouble (see the module's doc). Returns the codes of its
+    uncached calls, the x-cache values of its cached reads, and what did not happen."""
+    me = me_pb2_grpc.MeServiceStub(channel)
+    md = bearer(token)
+    t = TIMEOUT_SECONDS
+    usage = lambda: me.PayloadCounts.with_call(  # noqa: E731
+        me_pb2.MePayloadCountsRequest(start=START_MS - 99 * HOUR_MS, end=END_MS), metadata=md, timeout=t)
+    entity = lambda: me.Get.with_call(me_pb2.MeGetRequest(), metadata=md, timeout=t)  # noqa: E731
+    uncached = lambda: me.Get(  # noqa: E731
+        me_pb2.MeGetRequest(), metadata=md + (("cache-control", "no-store"),), timeout=t)
+    ttl = 1.3  # FLAKY's --cache-usage-ttl and --cache-entity-ttl (1 s), and a margin
+    set_faults(sandbox, "off")
+    seen = [x_cache(usage), x_cache(entity)]
+    time.sleep(ttl)
+    seen.append(x_cache(usage))  # stale while its background refresh runs (and succeeds)
+    time.sleep(0.3)
+    set_faults(sandbox, "503")
+    time.sleep(ttl)
+    seen += [x_cache(entity), x_cache(usage)]  # stale on the 503; stale, its refresh fails
+    codes = []
+    for _ in range(10):  # 503s until the breaker opens, then refusals
+        codes.append(code_of(uncached))
+        if labelled(admin, "wnology_gateway_upstream_breaker_refused_total").get(frozenset(), 0):
+            break
+    seen.append(x_cache(entity))  # stale in place of the open breaker's refusal
+    time.sleep(1.2)  # the cool-down (1 s): the next call is a probe, which fails
+    codes.append(code_of(uncached))
+    set_faults(sandbox, "off")
+    closed = False
+    for _ in range(20):  # the reopened breaker's cool-down is 2 s; then a probe succeeds
+        time.sleep(0.5)
+        code = code_of(uncached)
+        codes.append(code)
+        if code == "OK":
+            closed = True
+            break
+    problems = [] if closed else ["FLAKY's breaker did not close within 10 s of the faults' end"]
+    transitions = labelled(admin, "wnology_gateway_upstream_breaker_transitions_total")
+    for step in (("closed", "open"), ("open", "half_open"), ("half_open", "open"), ("half_open", "closed")):
+        if not transitions.get(frozenset({("from", step[0]), ("to", step[1])})):
+            problems.append(f"FLAKY's breaker never went {step[0]} -> {step[1]}")
+    stale = labelled(admin, "wnology_gateway_cache_stale_answers_total")
+    for reason in ("revalidate", "error"):
+        if not stale.get(frozenset({("reason", reason)})):
+            problems.append(f"FLAKY answered nothing stale of reason {reason}")
+    found = metrics(admin)
+    for name in ("wnology_gateway_upstream_breaker_refused_total", "wnology_gateway_cache_background_refreshes_total"):
+        if not found.get(name):
+            problems.append(f"FLAKY: {name} is {found.get(name)}, expected > 0")
+    if found.get("wnology_gateway_upstream_breaker_state") != 0:
+        problems.append(f"FLAKY's breaker state is {found.get('wnology_gateway_upstream_breaker_state')}, expected 0 (closed)")
+    return codes, seen, problems
+
+
+def rate_limited(channel, admin, token):
+    """A quick run of uncached reads on LIMITED (2 a second, burst 2): most are refused.
+    Returns their codes and what did not happen."""
+    me = me_pb2_grpc.MeServiceStub(channel)
+    md = bearer(token) + (("cache-control", "no-store"),)
+    codes = [code_of(lambda: me.Get(me_pb2.MeGetRequest(), metadata=md, timeout=TIMEOUT_SECONDS))
+             for _ in range(12)]
+    problems = [] if "RESOURCE_EXHAUSTED" in codes else ["LIMITED refused no call"]
+    limited = labelled(admin, "wnology_gateway_rate_limited_total")
+    if not limited.get(frozenset({("reason", "RATE_LIMITED")})):
+        problems.append(f"LIMITED: wnology_gateway_rate_limited_total is {limited}, expected RATE_LIMITED > 0")
+    checks = labelled(admin, "wnology_gateway_rate_limit_checks_total")
+    if not checks.get(frozenset({("store", "redis")})):
+        problems.append(f"LIMITED: wnology_gateway_rate_limit_checks_total is {checks}, expected redis > 0")
+    fallback = metrics(admin).get("wnology_gateway_rate_limit_fallback")
+    if fallback != 0:
+        problems.append(f"LIMITED: wnology_gateway_rate_limit_fallback is {fallback}, expected 0 (Redis used)")
+    return codes, problems
+
+
 # (metric, what it must be; "moved" is > 0) on each sandbox gateway, and on DEAD.
 ON_SANDBOXES = [(f"wnology_gateway_shared_cache_{name}", "moved") for name in (
     "hits_total", "misses_total", "writes_total", "invalidations_published_total",
@@ -204,13 +317,21 @@ def shared_tier_problems():
 def main():
     healthy_addr, peer_addr, dead_addr, token = sys.argv[1:5]
     ADMINS.extend(sys.argv[sys.argv.index("--admin") + 1:][:3])
+    flaky_addr, flaky_admin, flaky_sandbox = sys.argv[sys.argv.index("--flaky") + 1:][:3]
+    limited_addr, limited_admin = sys.argv[sys.argv.index("--limited") + 1:][:2]
     tally = collections.Counter()
     unexpected = []
     started = time.monotonic()
     with grpc.insecure_channel(healthy_addr) as healthy, \
             grpc.insecure_channel(peer_addr) as peer, \
             grpc.insecure_channel(dead_addr) as dead, \
+            grpc.insecure_channel(flaky_addr) as flaky, \
+            grpc.insecure_channel(limited_addr) as limited, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=2) as side, \
             concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        # FLAKY and LIMITED are gateways of their own: their runs go on beside the rest.
+        trouble = side.submit(upstream_trouble, flaky, flaky_admin, flaky_sandbox, token)
+        limiting = side.submit(rate_limited, limited, limited_admin, token)
         # Both ways, so that each gateway has shared misses, writes and hits. A new window per
         # attempt: the first round trips of a cold client (scripts not loaded yet, a busy
         # machine) may exceed --cache-redis-timeout and skip the tier.
@@ -248,6 +369,14 @@ def main():
             shed += codes.count("UNAVAILABLE")
             if shed:
                 break
+        codes, seen, trouble_problems = trouble.result()
+        tally.update(codes)
+        unexpected += [code for code in codes if code not in ("OK", "UNAVAILABLE")]
+        print(f"upstream trouble on flaky: x-cache {seen}, uncached calls {codes}")
+        codes, limit_problems = limiting.result()
+        tally.update(codes)
+        unexpected += [code for code in codes if code not in ("OK", "RESOURCE_EXHAUSTED")]
+        print(f"rate limit on limited: {codes}")
     total = sum(tally.values())
     print(f"{total} calls in {time.monotonic() - started:.1f} s: "
           + ", ".join(f"{code} {count}" for code, count in sorted(tally.items())))
@@ -261,6 +390,12 @@ def main():
     if problems:
         sys.exit("a shared-tier series did not move")
     print("shared tier: every series moved (hits, misses, writes, coalesced, invalidations, errors, skipped, breaker, feed)")
+    for problem in trouble_problems + limit_problems:
+        print(f"FAIL: {problem}", file=sys.stderr)
+    if trouble_problems or limit_problems:
+        sys.exit("an upstream-resilience or rate-limit series did not move")
+    print("upstream resilience: every breaker transition, refused calls, stale answers (revalidate, error), "
+          "background refreshes; rate limit: calls counted in Redis and refused")
 
 
 if __name__ == "__main__":
