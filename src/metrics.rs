@@ -180,6 +180,17 @@ impl BreakerMetrics {
             transitions: Family::default(),
             refused: Counter::default(),
         };
+        // Every possible transition from 0, so that `increase()` sees a replica's first one.
+        for (from, to) in [
+            ("closed", "open"),
+            ("open", "half_open"),
+            ("half_open", "open"),
+            ("half_open", "closed"),
+        ] {
+            let _ = metrics
+                .transitions
+                .get_or_create(&BreakerTransitionLabels { from, to });
+        }
         registry.register(
             "upstream_breaker_state",
             "The upstream circuit breaker's state: 0 closed, 1 open, 2 half-open",

@@ -4,6 +4,7 @@
 //! when hits count, else just before the upstream call (a hit, local or shared, costs the
 //! upstream nothing and is not counted).
 
+use futures_util::TryFutureExt as _;
 use std::{collections::HashSet, future::Future, sync::Arc};
 
 use http::HeaderValue;
@@ -94,25 +95,34 @@ impl Metered {
         route: &'static Route,
     ) -> Result<(), GatewayError> {
         match metered {
-            Some(m) if m.limiter.counts_hits() => m.admit(route).await,
+            // Boxed: a shared limit's Redis call is a large future, which every call's
+            // future would otherwise carry.
+            Some(m) if m.limiter.counts_hits() => Box::pin(m.admit(route)).await,
             _ => Ok(()),
         }
     }
 
     /// `load` (the upstream call), counted first unless [`Metered::before_cache`] did: a load
     /// that never runs (a shared hit, a coalesced waiter) is not counted.
-    pub(super) async fn before_upstream<F>(
+    pub(super) fn before_upstream<F>(
         metered: Option<Metered>,
         route: &'static Route,
         load: F,
-    ) -> Result<Fetched, GatewayError>
+    ) -> impl Future<Output = Result<Fetched, GatewayError>> + Send + 'static
     where
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
-        if let Some(m) = metered.filter(|m| !m.limiter.counts_hits()) {
-            m.admit(route).await?;
+        let metered = metered.filter(|m| !m.limiter.counts_hits());
+        // A combinator rather than an `async` block: that would hold `load` twice (captured,
+        // then awaited), and this future is moved whole into the cache's boxed load.
+        async move {
+            match metered {
+                // Boxed: a shared limit's Redis call is a large future.
+                Some(m) => Box::pin(m.admit(route)).await,
+                None => Ok(()),
+            }
         }
-        load.await
+        .and_then(|()| load)
     }
 }
 

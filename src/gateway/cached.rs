@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::TryFutureExt as _;
 use http::HeaderValue;
 use serde_json::Value;
 use tonic::metadata::MetadataMap;
@@ -30,8 +31,8 @@ pub(super) struct CachedRead<'a> {
     ttl: Duration,
     windows: StaleWindows,
     control: CacheControl,
-    /// The shared tier and the caller's `authorization`, when the tier is configured.
-    shared: Option<(&'a SharedTier, &'a HeaderValue)>,
+    /// The shared tier, when configured.
+    shared: Option<&'a SharedTier>,
 }
 
 impl<'a> CachedRead<'a> {
@@ -43,7 +44,7 @@ impl<'a> CachedRead<'a> {
         route: &'static Route,
         metadata: &MetadataMap,
         message: &impl prost::Message,
-        authorization: &'a HeaderValue,
+        authorization: &HeaderValue,
     ) -> Option<CachedRead<'a>> {
         let ttl = cache.policy().ttl(route.cache)?;
         let key = CacheKey {
@@ -56,7 +57,7 @@ impl<'a> CachedRead<'a> {
             ttl,
             windows: cache.policy().windows(route.cache),
             control: CacheControl::from_metadata(metadata),
-            shared: shared.map(|tier| (tier, authorization)),
+            shared,
         })
     }
 
@@ -78,12 +79,13 @@ impl<'a> CachedRead<'a> {
     /// A miss (or `no-cache`/`no-store`): runs a load made by `make_load`, once for all identical
     /// concurrent callers, within `timeout`, and stores its answer. With the shared tier, the
     /// load looks there first; `no-cache` skips reading both tiers and stores its fresh answer
-    /// in both, `no-store` neither reads nor stores.
+    /// in both, `no-store` neither reads nor stores. `authorization` opens the caller's
+    /// values in the shared tier.
     pub(super) async fn load_through<M, F>(
         self,
         cache: &ResponseCache,
         route: &'static Route,
-        request_json: &Value,
+        request: (&Value, &HeaderValue),
         timeout: Duration,
         make_load: M,
     ) -> Result<Answer, Arc<GatewayError>>
@@ -91,11 +93,12 @@ impl<'a> CachedRead<'a> {
         M: Fn() -> F,
         F: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
+        let (request_json, authorization) = request;
         let scopes = Scopes::of(route.scopes, org_id(request_json.get("orgId")));
         let shared = self
             .shared
             .filter(|_| self.control.directive != Directive::NoStore)
-            .map(|(tier, authorization)| SharedRead {
+            .map(|tier| SharedRead {
                 // The local key's token id is the tier's (`shared::build` keys the local tier
                 // with it): no second HMAC of the token.
                 caller: tier.caller_with_id(self.key.token, authorization.as_bytes()),
@@ -109,18 +112,17 @@ impl<'a> CachedRead<'a> {
                 deadline: Instant::now() + timeout / 2,
             });
         let refresh = self.control.directive == Directive::NoCache;
+        // Boxed: the nested futures of both tiers and the upstream call are otherwise too deep
+        // a type for the compiler's layout computation of the services' futures. Each branch
+        // is boxed as it is (an `async` block around them would hold `upstream` twice).
         let make_load = move || -> Load {
             let upstream = make_load();
-            let shared = shared.clone();
-            // Boxed: the nested futures of both tiers and the upstream call are otherwise
-            // too deep a type for the compiler's layout computation of the services' futures.
-            Box::pin(async move {
-                match shared {
-                    Some(shared) if refresh => shared.refresh(upstream).await,
-                    Some(shared) => shared.load(upstream).await,
-                    None => upstream.await.map(Loaded::from),
-                }
-            })
+            match shared.clone() {
+                // `upstream` boxed too: the shared tier's load holds it across round trips.
+                Some(shared) if refresh => Box::pin(shared.refresh(Box::pin(upstream))),
+                Some(shared) => Box::pin(shared.load(Box::pin(upstream))),
+                None => Box::pin(upstream.map_ok(Loaded::from)),
+            }
         };
         let read = ReadPolicy {
             ttl: self.ttl,

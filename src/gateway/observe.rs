@@ -3,6 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Instant};
 
+use futures_util::future::Either;
 use opentelemetry::trace::FutureExt as _;
 use tonic::{Code, metadata::MetadataMap};
 use tracing::{Instrument, field::Empty};
@@ -55,15 +56,18 @@ impl Observation {
     }
 
     /// Runs the call's work in its span, or in the unsampled trace context.
-    pub(super) async fn run<F: Future>(&mut self, work: F) -> F::Output {
+    ///
+    /// A future that wraps `work` in place (not an `async fn`, whose state would hold `work`
+    /// twice: as the argument and as the wrapper it awaits).
+    pub(super) fn run<F: Future>(&mut self, work: F) -> impl Future<Output = F::Output> {
         let work = work.instrument(self.span.clone());
         match self.trace.take().unwrap_or(ServerTrace::Off) {
             ServerTrace::Sampled { parent, trace_id } => {
                 ServerTrace::adopt(parent, trace_id, &self.span);
-                work.await
+                Either::Left(work)
             }
-            ServerTrace::Unsampled(context) => work.with_context(context).await,
-            ServerTrace::Off => work.await,
+            ServerTrace::Unsampled(context) => Either::Right(work.with_context(context)),
+            ServerTrace::Off => Either::Left(work),
         }
     }
 

@@ -48,14 +48,18 @@ impl SharedRead {
     where
         F: Future<Output = Result<Fetched, GatewayError>>,
     {
-        let ticket = match self.tier.get(&self.caller, &self.key, &self.scopes).await {
+        // Each Redis round trip is boxed: fred's futures are large, and this load is itself
+        // boxed (moved whole) by the local tier; an allocation is small beside a round trip.
+        let ticket = match Box::pin(self.tier.get(&self.caller, &self.key, &self.scopes)).await {
             SharedLookup::Hit(hit) => return Ok(self.keep_shared(hit)),
             SharedLookup::Skipped => return self.keep_upstream(upstream.await),
             SharedLookup::Miss(ticket) => ticket,
         };
-        let coalesced = self
-            .tier
-            .lead_or_wait(&self.caller, ticket, self.lease_for, self.deadline)
+        let coalesced =
+            Box::pin(
+                self.tier
+                    .lead_or_wait(&self.caller, ticket, self.lease_for, self.deadline),
+            )
             .await;
         match coalesced {
             Coalesced::Filled(hit) => Ok(self.keep_shared(hit)),
@@ -87,10 +91,7 @@ impl SharedRead {
     where
         F: Future<Output = Result<Fetched, GatewayError>>,
     {
-        let ticket = self
-            .tier
-            .ticket(&self.caller, &self.key, &self.scopes)
-            .await;
+        let ticket = Box::pin(self.tier.ticket(&self.caller, &self.key, &self.scopes)).await;
         let result = upstream.await;
         if let (Some(ticket), Ok(fetched)) = (ticket, &result) {
             let (answer, status) = (fetched.answer.clone(), fetched.upstream_status);
