@@ -16,7 +16,7 @@ use tonic::metadata::MetadataMap;
 use super::{Answer, shared::SharedRead};
 use crate::{
     cache::{
-        CacheControl, CacheKey, Directive, Fetched, Load, Loaded, Outcome, ReadPolicy,
+        CacheControl, CacheKey, Directive, Fetched, Load, LoadFor, Loaded, Outcome, ReadPolicy,
         ResponseCache, Scopes, shared::SharedTier, stale::StaleWindows,
     },
     error::GatewayError,
@@ -103,13 +103,15 @@ impl<'a> CachedRead<'a> {
                 key: self.key.clone(),
                 scopes,
                 ttl: self.ttl,
+                windows: self.windows,
+                control: self.control,
                 lease_for: timeout,
                 // Waiting for another replica's fill may take half the deadline: the other
                 // half is left for this caller's own upstream call if that fill never comes.
                 deadline: Instant::now() + timeout / 2,
             });
         let refresh = self.control.directive == Directive::NoCache;
-        let make_load = move || -> Load {
+        let make_load = move |purpose: LoadFor| -> Load {
             let upstream = make_load();
             let shared = shared.clone();
             // Boxed: the nested futures of both tiers and the upstream call are otherwise
@@ -117,7 +119,7 @@ impl<'a> CachedRead<'a> {
             Box::pin(async move {
                 match shared {
                     Some(shared) if refresh => shared.refresh(upstream).await,
-                    Some(shared) => shared.load(upstream).await,
+                    Some(shared) => shared.load(upstream, purpose).await,
                     None => upstream.await.map(Loaded::from),
                 }
             })
@@ -130,7 +132,9 @@ impl<'a> CachedRead<'a> {
             // another caller's load is in flight (and a stale entry may answer for it).
             wait: timeout,
         };
-        let served = cache.get_or_load(self.key, scopes, read, make_load).await?;
+        let served = cache
+            .get_or_load_for(self.key, scopes, read, make_load)
+            .await?;
         Ok(Answer {
             answer: served.answer,
             cache: Some(served.outcome),
