@@ -800,10 +800,10 @@ impl ResponseCache {
             if let Some(result) = self.load_coalesced(key, scopes, look_again, &load).await {
                 break result?;
             }
-            if let Some(hit) = self.lookup(key, control).await {
+            if let Some(hit) = self.servable(key, control).await {
                 return Ok(Got::Hit(hit));
             }
-            // Stored but not servable (stale): load it, not in a loop.
+            // Stored but not servable (expired): load it, not in a loop.
             look_again = false;
         };
         if cached.stamp != stamp {
@@ -862,6 +862,18 @@ impl ResponseCache {
             tokio::spawn(async move {
                 let _ = waiter.result().await;
             });
+        }
+    }
+
+    /// The answer of an entry stored since this call looked: fresh, or stale within
+    /// stale-while-revalidate (its load just stored it, or a refresh of it runs or ran: the
+    /// next call that finds it starts one if none is in flight).
+    async fn servable(&self, key: &CacheKey, control: &CacheControl) -> Option<Served> {
+        let entry = self.current_entry(key).await?;
+        match stale::freshness(entry.timing, entry.windows, control, Instant::now()) {
+            Freshness::Fresh => Some(self.hit(entry)),
+            Freshness::Revalidate => Some(self.stale(entry, StaleReason::Revalidate)),
+            Freshness::Expired => None,
         }
     }
 

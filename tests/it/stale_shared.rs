@@ -121,8 +121,9 @@ fn flags(ttl: &str, revalidate: &str, if_error: &str) -> Vec<String> {
         "0",
         "--upstream-breaker-failure-ratio",
         "0",
+        // A waiter waits for another replica's fill up to half of it (see `SharedRead`).
         "--upstream-timeout",
-        "4s",
+        "10s",
     ]
     .map(String::from)
     .to_vec()
@@ -223,10 +224,12 @@ async fn a_replica_that_never_read_an_entry_answers_it_stale_during_an_outage() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_stale_reads_on_two_replicas_make_one_background_refresh() {
     bounded(async {
-        let (upstream, _front, replicas) = deployment(2, &flags("2s", "30s", "600s")).await;
+        let (upstream, _front, replicas) = deployment(2, &flags("3s", "30s", "600s")).await;
         filled_by_first(&replicas).await;
-        tokio::time::sleep(2 * SECOND + Duration::from_millis(200)).await;
-        upstream.answer(counts(2).after(Duration::from_millis(500)));
+        tokio::time::sleep(3 * SECOND + Duration::from_millis(200)).await;
+        // Slow, so that every read arrives while the refresh is in flight.
+        let refresh_takes = Duration::from_millis(1500);
+        upstream.answer(counts(2).after(refresh_takes));
 
         let (a, b) = (replicas.channel(0).await, replicas.channel(1).await);
         let reads: Vec<_> = (0..100)
@@ -245,8 +248,8 @@ async fn concurrent_stale_reads_on_two_replicas_make_one_background_refresh() {
             assert!(started.elapsed() < 10 * SECOND, "no refresh ran");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The refresh's answer (500 ms), its fill, and the other replica's wake-up on it.
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The refresh's answer, its fill, and the other replica's wake-up on it.
+        tokio::time::sleep(refresh_takes + Duration::from_millis(800)).await;
         for (name, channel) in [("A", &a), ("B", &b)] {
             let next = read(channel).await.unwrap();
             assert_eq!(
