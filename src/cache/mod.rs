@@ -1026,8 +1026,8 @@ mod tests {
                     LoadFor::Answer => (&b"old"[..], Some(StaleAnswer { reason, past })),
                     LoadFor::Refresh => {
                         refreshes.fetch_add(1, Ordering::SeqCst);
-                        let answer = refreshed
-                            .ok_or_else(|| GatewayError::Unreachable("down".into()))?;
+                        let answer =
+                            refreshed.ok_or_else(|| GatewayError::Unreachable("down".into()))?;
                         (answer, None)
                     }
                 };
@@ -1071,7 +1071,11 @@ mod tests {
         assert!(served.age >= Some(Duration::from_secs(62)), "its true age");
         assert_eq!(served.upstream_status, None);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(refreshes.load(Ordering::SeqCst), 1, "one background refresh");
+        assert_eq!(
+            refreshes.load(Ordering::SeqCst),
+            1,
+            "one background refresh"
+        );
         let any = CacheControl::default();
         let refreshed = cache.lookup(&key(&cache), &any).await.expect("refreshed");
         assert_eq!(&refreshed.answer[..], b"new");
@@ -1092,14 +1096,16 @@ mod tests {
             .unwrap();
         assert_eq!(served.outcome, Outcome::Stale);
         assert_eq!(cache.figures().stale_error, 1);
-        let failing = || -> Load {
-            Box::pin(async { Err(GatewayError::Unreachable("down".into())) })
-        };
+        let failing =
+            || -> Load { Box::pin(async { Err(GatewayError::Unreachable("down".into())) }) };
         let again = cache
             .get_or_load(key(&cache), Scopes::default(), stale_read(), failing)
             .await
             .expect("the local copy answers for the failure");
-        assert_eq!((again.outcome, &again.answer[..]), (Outcome::Stale, &b"old"[..]));
+        assert_eq!(
+            (again.outcome, &again.answer[..]),
+            (Outcome::Stale, &b"old"[..])
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
         let error = cache
             .get_or_load(key(&cache), Scopes::default(), stale_read(), failing)
@@ -1108,7 +1114,11 @@ mod tests {
         assert!(matches!(*error, GatewayError::Unreachable(_)), "{error:?}");
         cache.run_pending_tasks().await;
         assert_eq!(cache.figures().entries, 0, "gone with its window");
-        assert_eq!(refreshes.load(Ordering::SeqCst), 0, "no refresh after an error");
+        assert_eq!(
+            refreshes.load(Ordering::SeqCst),
+            0,
+            "no refresh after an error"
+        );
     }
 
     #[test]

@@ -84,7 +84,12 @@ impl SharedRead {
         match self.coalesced(ticket, upstream).await {
             Err(error)
                 if stale::is_upstream_failure(&error)
-                    && stale::usable_on_error(timing, self.windows, &self.control, Instant::now()) =>
+                    && stale::usable_on_error(
+                        timing,
+                        self.windows,
+                        &self.control,
+                        Instant::now(),
+                    ) =>
             {
                 Ok(self.keep_stale(stale, StaleReason::Error))
             }
@@ -107,9 +112,11 @@ impl SharedRead {
             Coalesced::Lead(lease) => {
                 let result = upstream.await;
                 match &result {
-                    Ok(fetched) => {
-                        lease.fill(fetched.answer.clone(), fetched.upstream_status, self.lifetime())
-                    }
+                    Ok(fetched) => lease.fill(
+                        fetched.answer.clone(),
+                        fetched.upstream_status,
+                        self.lifetime(),
+                    ),
                     Err(_) => lease.abandon(),
                 }
                 self.keep_upstream(result)

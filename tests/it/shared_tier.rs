@@ -605,7 +605,10 @@ async fn an_answer_kept_past_its_ttl_reads_stale_is_refreshed_once_and_a_write_h
     assert_eq!(names.len(), 1, "one value: {names:?}");
     let pttl = String::from_utf8(server.command(&[b"PTTL", &names[0]]).unwrap()).unwrap();
     let pttl: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
-    assert!(pttl > 50_000, "Redis keeps it for its stale window: {pttl} ms");
+    assert!(
+        pttl > 50_000,
+        "Redis keeps it for its stale window: {pttl} ms"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(5);
     let lease_for = Duration::from_secs(5);

@@ -198,7 +198,11 @@ async fn a_replica_that_never_read_an_entry_answers_it_stale_during_an_outage() 
         );
         let ages = (on_503.age.expect("age"), on_refused.age.expect("age"));
         assert!(ages.0 >= 1 && ages.1 > ages.0, "a growing age: {ages:?}");
-        assert_eq!(upstream.count(), before + 1, "nothing got through the front");
+        assert_eq!(
+            upstream.count(),
+            before + 1,
+            "nothing got through the front"
+        );
 
         front.accept().await;
         upstream.answer(counts(3));
@@ -258,9 +262,14 @@ async fn concurrent_stale_reads_on_two_replicas_make_one_background_refresh() {
                 "replica {name}'s next read is fresh"
             );
         }
-        assert_eq!(upstream.count(), 2, "one upstream call refreshed both replicas");
+        assert_eq!(
+            upstream.count(),
+            2,
+            "one upstream call refreshed both replicas"
+        );
         let revalidated = "wnology_gateway_cache_stale_answers_total{reason=\"revalidate\"}";
-        let answered = replicas.metric(0, revalidated).await + replicas.metric(1, revalidated).await;
+        let answered =
+            replicas.metric(0, revalidated).await + replicas.metric(1, revalidated).await;
         assert_eq!(answered, 100);
     })
     .await;
@@ -274,7 +283,10 @@ async fn a_write_through_one_replica_keeps_every_replica_from_serving_it_stale()
         filled_by_first(&replicas).await;
         let b = replicas.channel(1).await;
         let shared = read(&b).await.unwrap();
-        assert_eq!(shared.x_cache, "shared-hit", "B holds a copy of its own too");
+        assert_eq!(
+            shared.x_cache, "shared-hit",
+            "B holds a copy of its own too"
+        );
 
         upstream.answer(Answer::json(200, &json!({"id": id(1), "firstName": "A"})));
         let patch = proto::MePatchRequest {
@@ -310,7 +322,10 @@ async fn a_write_through_one_replica_keeps_every_replica_from_serving_it_stale()
         }
         for replica in 0..3 {
             let stale = replicas
-                .metric(replica, "wnology_gateway_cache_stale_answers_total{reason=\"error\"}")
+                .metric(
+                    replica,
+                    "wnology_gateway_cache_stale_answers_total{reason=\"error\"}",
+                )
                 .await;
             assert_eq!(stale, 0, "replica {replica}");
         }
@@ -329,12 +344,19 @@ async fn a_401_during_an_outage_passes_through_on_every_replica() {
             for replica in [1, 0] {
                 let channel = replicas.channel(replica).await;
                 let error = read(&channel).await.unwrap_err();
-                assert_eq!(error.code(), code, "replica {replica}: {status} is passed on");
+                assert_eq!(
+                    error.code(),
+                    code,
+                    "replica {replica}: {status} is passed on"
+                );
             }
         }
         upstream.answer(down(503));
         let stale = read(&replicas.channel(1).await).await.unwrap();
-        assert_eq!(stale.x_cache, "stale", "the entry is still there for failures");
+        assert_eq!(
+            stale.x_cache, "stale",
+            "the entry is still there for failures"
+        );
     })
     .await;
 }
@@ -407,7 +429,12 @@ async fn the_server_span_records_a_stale_answer() {
     }
     assert_eq!(read(&a.channel().await).await.unwrap().x_cache, "miss");
     let started = Instant::now();
-    while !a.gateway.metrics().encode().contains("shared_cache_writes_total 1\n") {
+    while !a
+        .gateway
+        .metrics()
+        .encode()
+        .contains("shared_cache_writes_total 1\n")
+    {
         assert!(started.elapsed() < 30 * SECOND, "the fill landed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -423,7 +450,10 @@ async fn the_server_span_records_a_stale_answer() {
     let spans = received
         .wait_for(|spans| spans.iter().any(|s| is_stale_read(&s)))
         .await;
-    let stale = spans.iter().find(is_stale_read).expect("the stale read's span");
+    let stale = spans
+        .iter()
+        .find(is_stale_read)
+        .expect("the stale read's span");
     assert_eq!(
         attribute(&stale.attributes, "rpc.response.status_code").as_deref(),
         Some("OK")

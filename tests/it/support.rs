@@ -23,8 +23,7 @@ use wnology_gateway::{
 };
 
 pub(crate) use wnology_testkit::{
-    Answer, RecordingUpstream, binary, faults, isolation::in_own_process, otlp,
-    redis::RedisServer,
+    Answer, RecordingUpstream, binary, faults, isolation::in_own_process, otlp, redis::RedisServer,
 };
 
 /// The gateway binary cargo built for these tests.

@@ -62,7 +62,14 @@ impl Lease {
         let token = std::mem::take(&mut self.token);
         tokio::spawn(async move {
             inner
-                .store_fill(&caller, &ticket, answer, upstream_status, lifetime, Some(&token))
+                .store_fill(
+                    &caller,
+                    &ticket,
+                    answer,
+                    upstream_status,
+                    lifetime,
+                    Some(&token),
+                )
                 .await;
         });
     }
@@ -107,7 +114,13 @@ pub(crate) async fn lead_or_wait(
     loop {
         let read = inner
             .scripts
-            .acquire(&inner.store, &ticket.names, &token, lease_for, SystemTime::now())
+            .acquire(
+                &inner.store,
+                &ticket.names,
+                &token,
+                lease_for,
+                SystemTime::now(),
+            )
             .await;
         match read {
             Err(_) => return Coalesced::Alone(ticket),
