@@ -380,6 +380,43 @@ async fn with_the_windows_at_zero_nothing_is_served_stale_across_replicas() {
     .await;
 }
 
+/// The secret file of in-process replicas (removed by the test).
+fn secret_file() -> std::path::PathBuf {
+    let file = std::env::temp_dir().join(format!("wg-stale-span-{}.secret", std::process::id()));
+    std::fs::write(&file, REPLICAS_SECRET).unwrap();
+    file
+}
+
+/// Two in-process gateways on `redis`, traced by `telemetry`, their feeds live: usage reads
+/// cached for 500 ms with a stale-if-error window; no retries, no breaker.
+async fn traced_pair(
+    upstream: &RecordingUpstream,
+    redis: &RedisServer,
+    secret_file: &std::path::Path,
+    telemetry: &Telemetry,
+) -> (TestGateway, TestGateway) {
+    let mut settings = Settings::for_upstream(upstream.url());
+    settings.cache_usage_ttl = Duration::from_millis(500);
+    settings.cache_stale.cache_usage_stale_while_revalidate = Duration::ZERO;
+    settings.cache_stale.cache_usage_stale_if_error = 600 * SECOND;
+    settings.upstream_retries = 0;
+    settings.upstream_breaker.upstream_breaker_failure_ratio = 0.0;
+    settings.shared_cache.cache_redis_url = Some(RedisUrl::parse(&redis.url()).unwrap());
+    settings.shared_cache.cache_secret_file = Some(secret_file.to_path_buf());
+    settings.shared_cache.cache_redis_timeout = SECOND;
+    let a = TestGateway::start_traced(settings.clone(), telemetry.tracing()).await;
+    let b = TestGateway::start_traced(settings, telemetry.tracing()).await;
+    for gateway in [&a, &b] {
+        let tier = gateway.gateway.shared_tier().expect("the shared tier");
+        let started = Instant::now();
+        while !tier.is_trusted() {
+            assert!(started.elapsed() < 30 * SECOND, "the feed became live");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (a, b)
+}
+
 /// Two in-process gateways on one Redis, traced: replica B's stale answer from the shared tier
 /// records `wnology.cache.result=stale` on its server span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,32 +438,8 @@ async fn the_server_span_records_a_stale_answer() {
     let telemetry =
         Telemetry::init_with(LogOptions::new(LogFormat::Json), &env, std::io::sink).unwrap();
     let upstream = RecordingUpstream::start(counts(1)).await;
-    let redis = RedisServer::start();
-    let secret_file = std::env::temp_dir().join(format!(
-        "wg-stale-span-{}-{}.secret",
-        std::process::id(),
-        redis.port()
-    ));
-    std::fs::write(&secret_file, REPLICAS_SECRET).unwrap();
-    let mut settings = Settings::for_upstream(upstream.url());
-    settings.cache_usage_ttl = Duration::from_millis(500);
-    settings.cache_stale.cache_usage_stale_while_revalidate = Duration::ZERO;
-    settings.cache_stale.cache_usage_stale_if_error = 600 * SECOND;
-    settings.upstream_retries = 0;
-    settings.upstream_breaker.upstream_breaker_failure_ratio = 0.0;
-    settings.shared_cache.cache_redis_url = Some(RedisUrl::parse(&redis.url()).unwrap());
-    settings.shared_cache.cache_secret_file = Some(secret_file.clone());
-    settings.shared_cache.cache_redis_timeout = SECOND;
-    let a = TestGateway::start_traced(settings.clone(), telemetry.tracing()).await;
-    let b = TestGateway::start_traced(settings, telemetry.tracing()).await;
-    for gateway in [&a, &b] {
-        let tier = gateway.gateway.shared_tier().expect("the shared tier");
-        let started = Instant::now();
-        while !tier.is_trusted() {
-            assert!(started.elapsed() < 30 * SECOND, "the feed became live");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    let (redis, secret_file) = (RedisServer::start(), secret_file());
+    let (a, b) = traced_pair(&upstream, &redis, &secret_file, &telemetry).await;
     assert_eq!(read(&a.channel().await).await.unwrap().x_cache, "miss");
     let started = Instant::now();
     while !a

@@ -231,16 +231,17 @@ impl Scripts {
     }
 
     /// Reads one fresh answer, or takes its fill lease (for `lease`) when there is none (a
-    /// value past its TTL at `now` is none).
+    /// value past its TTL by this replica's wall clock is none).
     pub async fn acquire(
         &self,
         store: &Store,
         names: &EntryNames,
         token: &str,
         lease: Duration,
-        now: SystemTime,
     ) -> Result<Read, StoreError> {
-        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let reply = store
             .run("acquire", async {
                 let reply: Value = self

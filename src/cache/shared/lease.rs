@@ -114,13 +114,7 @@ pub(crate) async fn lead_or_wait(
     loop {
         let read = inner
             .scripts
-            .acquire(
-                &inner.store,
-                &ticket.names,
-                &token,
-                lease_for,
-                SystemTime::now(),
-            )
+            .acquire(&inner.store, &ticket.names, &token, lease_for)
             .await;
         match read {
             Err(_) => return Coalesced::Alone(ticket),
