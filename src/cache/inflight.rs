@@ -58,7 +58,8 @@ impl InFlight {
     /// Joins the load in flight for `key`, or starts `load` (storing its answer in `entries`)
     /// when there is none; `true` when this call started it. `None` when `look_again` (the
     /// caller found no entry) and an answer was stored since the caller looked: it should look
-    /// again. A caller that found a stale entry loads whatever is stored.
+    /// again (that answer may serve it, fresh or stale, while a refresh runs). A caller that
+    /// found a stale entry loads whatever is stored.
     pub(super) fn join_or_start<F>(
         &self,
         key: &CacheKey,
@@ -74,13 +75,17 @@ impl InFlight {
             .loads
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Before joining too: a load in flight beside a stored entry may be a background
+        // refresh, which a caller the entry can answer must not wait for.
+        if look_again && entries.contains_key(key) {
+            return None;
+        }
         let (load, started) = match loads.entry(key.clone()) {
             Entry::Occupied(existing) => {
                 let existing = existing.into_mut();
                 existing.waiters += 1;
                 (existing, false)
             }
-            Entry::Vacant(_) if look_again && entries.contains_key(key) => return None,
             Entry::Vacant(vacant) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let task = tokio::spawn(store_when_loaded(

@@ -138,6 +138,30 @@ pub struct Loaded {
     /// Whether it must not be served past its time here (the shared tier's feed is not
     /// trusted, so another replica's invalidation might be missed).
     pub no_stale: bool,
+    /// Set when the answer is already past its TTL (the shared tier's stale entry): its callers
+    /// are answered stale, and it is kept here with its true timing.
+    pub stale: Option<StaleAnswer>,
+}
+
+/// A load's answer that is past its TTL, and why it was served anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleAnswer {
+    /// Within stale-while-revalidate (a background refresh follows), or in place of an
+    /// upstream failure.
+    pub reason: StaleReason,
+    /// How long past its TTL it is.
+    pub past: Duration,
+}
+
+/// What a load made by [`ResponseCache::get_or_load_for`]'s maker is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadFor {
+    /// A caller waits for it: an answer past its TTL within stale-while-revalidate may be
+    /// answered at once (the cache then starts a refresh).
+    Answer,
+    /// A background refresh of a stale entry: it must bring a fresh answer (or fail), never
+    /// the stale one again.
+    Refresh,
 }
 
 impl From<Fetched> for Loaded {
@@ -148,6 +172,7 @@ impl From<Fetched> for Loaded {
             from_shared: false,
             age: Duration::ZERO,
             no_stale: false,
+            stale: None,
         }
     }
 }
@@ -170,6 +195,8 @@ pub struct Served {
 struct Cached {
     fetched: Fetched,
     from_shared: bool,
+    /// Why its load's callers were answered stale (the load brought an answer past its TTL).
+    stale: Option<StaleReason>,
     timing: Timing,
     /// Its stale windows (none when it must not be served stale).
     windows: StaleWindows,
@@ -193,12 +220,19 @@ impl Cached {
         } else {
             windows
         };
+        // A stale answer keeps its true timing, so its windows here end where the shared
+        // entry's do.
+        let fresh_until = match loaded.stale {
+            Some(stale) => now.checked_sub(stale.past).unwrap_or(now),
+            None => now + fresh_for,
+        };
         Cached {
             fetched: loaded.fetched,
             from_shared: loaded.from_shared,
+            stale: loaded.stale.map(|stale| stale.reason),
             timing: Timing {
                 fetched_at: now.checked_sub(loaded.age).unwrap_or(now),
-                fresh_until: now + fresh_for,
+                fresh_until,
             },
             windows,
             scopes,
@@ -208,11 +242,14 @@ impl Cached {
 }
 
 impl Cached {
-    /// How long moka keeps it from `now`: the rest of its TTL and its longest stale window,
-    /// so that the byte bound counts entries kept stale.
+    /// How long moka keeps it from `now`: until its longest stale window past its TTL ends, so
+    /// that the byte bound counts entries kept stale (an answer stored already stale, from the
+    /// shared tier, is kept no longer than there).
     fn keep(&self, now: Instant) -> Duration {
-        let fresh_for = self.timing.fresh_until.saturating_duration_since(now);
-        fresh_for.saturating_add(self.windows.longest())
+        self.timing
+            .fresh_until
+            .checked_add(self.windows.longest())
+            .map_or(Duration::MAX, |end| end.saturating_duration_since(now))
     }
 }
 
@@ -255,7 +292,7 @@ impl ReadPolicy {
 
 /// Why a stale answer was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StaleReason {
+pub enum StaleReason {
     /// Within stale-while-revalidate, while a background refresh runs.
     Revalidate,
     /// In place of an upstream failure.
@@ -273,7 +310,8 @@ pub enum Outcome {
     Miss,
     /// The cache was not read (`cache-control`, or caching disabled for the RPC).
     Bypass,
-    /// Served from this replica's cache past its TTL (stale-while-revalidate, stale-if-error).
+    /// Served past its TTL, from this replica's cache or the shared tier's
+    /// (stale-while-revalidate, stale-if-error).
     Stale,
 }
 
@@ -304,6 +342,12 @@ fn served(cached: Cached, outcome: Outcome) -> Served {
         outcome,
         upstream_status: (!cached_answer).then_some(cached.fetched.upstream_status),
     }
+}
+
+/// What a call that found no servable entry got: an entry stored meanwhile, or a load's answer.
+enum Got {
+    Hit(Served),
+    Loaded(Cached),
 }
 
 /// Waits at most `wait` for `load`; past it, a timeout.
@@ -607,14 +651,31 @@ impl ResponseCache {
         read: ReadPolicy,
         make_load: impl Fn() -> Load,
     ) -> Result<Served, Arc<GatewayError>> {
+        self.get_or_load_for(key, scopes, read, |_| make_load())
+            .await
+    }
+
+    /// [`ResponseCache::get_or_load`] with a maker told what each load is for: a background
+    /// refresh must not answer with a stale entry again (see [`LoadFor`]). A load that answers
+    /// stale ([`Loaded::stale`]) is served as `Outcome::Stale`, kept with its true timing and,
+    /// within stale-while-revalidate, followed by one background refresh.
+    pub async fn get_or_load_for(
+        &self,
+        key: CacheKey,
+        scopes: Scopes,
+        read: ReadPolicy,
+        make_load: impl Fn(LoadFor) -> Load,
+    ) -> Result<Served, Arc<GatewayError>> {
         let stamp = self.generations.stamp(key.token, &scopes);
-        let load = || {
-            let load = make_load();
+        let load_for = |purpose| {
+            let load = make_load(purpose);
             async move {
                 let loaded = load.await.map_err(Arc::new)?;
                 Ok(Cached::new(loaded, read.ttl, read.windows, scopes, stamp))
             }
         };
+        let load = || load_for(LoadFor::Answer);
+        let refresh = || load_for(LoadFor::Refresh);
         if read.control.only_if_cached && read.control.directive != Directive::Default {
             // `no-cache`/`no-store` read no cache, and `only-if-cached` calls no upstream.
             return Err(Arc::new(GatewayError::NotCached));
@@ -631,26 +692,70 @@ impl ResponseCache {
             Directive::Default => {}
         }
         let seen = self.current_entry(&key).await;
-        if let Some(entry) = &seen {
-            let now = Instant::now();
-            match stale::freshness(entry.timing, entry.windows, &read.control, now) {
-                Freshness::Fresh => return Ok(self.hit(entry.clone())),
-                Freshness::Revalidate => {
-                    // `only-if-cached` never calls the upstream, not even in the background.
-                    if !read.control.only_if_cached {
-                        self.refresh(&key, scopes, load);
-                    }
-                    return Ok(self.stale(entry.clone(), StaleReason::Revalidate));
-                }
-                Freshness::Expired => {}
-            }
+        if let Some(entry) = &seen
+            && let Some(answered) = self.answer_entry(&key, scopes, entry, &read.control, refresh)
+        {
+            return Ok(answered);
         }
         if read.control.only_if_cached {
             return Err(Arc::new(GatewayError::NotCached));
         }
         let loading = self.load_default(&key, scopes, stamp, seen.is_none(), &read.control, load);
-        let loaded = bounded(read.wait, loading).await;
+        let loaded = bounded(read.wait, loading).await.map(|got| match got {
+            Got::Hit(hit) => hit,
+            Got::Loaded(cached) => self.answer_load(&key, scopes, cached, &read.control, refresh),
+        });
         self.or_stale_on_error(&key, seen, &read.control, loaded)
+    }
+
+    /// The answer of an entry found here, if it may answer: fresh, or within
+    /// stale-while-revalidate (then one background refresh is started, except for
+    /// `only-if-cached`, which never calls the upstream, not even in the background).
+    fn answer_entry<F>(
+        &self,
+        key: &CacheKey,
+        scopes: Scopes,
+        entry: &Cached,
+        control: &CacheControl,
+        refresh: impl FnOnce() -> F,
+    ) -> Option<Served>
+    where
+        F: Future<Output = LoadResult> + Send + 'static,
+    {
+        match stale::freshness(entry.timing, entry.windows, control, Instant::now()) {
+            Freshness::Fresh => Some(self.hit(entry.clone())),
+            Freshness::Revalidate => {
+                if !control.only_if_cached {
+                    self.refresh(key, scopes, refresh);
+                }
+                Some(self.stale(entry.clone(), StaleReason::Revalidate))
+            }
+            Freshness::Expired => None,
+        }
+    }
+
+    /// What the callers of a load are told: a miss (or shared hit), or a stale answer when the
+    /// load brought one (then, within stale-while-revalidate, one background refresh starts).
+    fn answer_load<F>(
+        &self,
+        key: &CacheKey,
+        scopes: Scopes,
+        cached: Cached,
+        control: &CacheControl,
+        refresh: impl FnOnce() -> F,
+    ) -> Served
+    where
+        F: Future<Output = LoadResult> + Send + 'static,
+    {
+        match cached.stale {
+            None => served(cached, Outcome::Miss),
+            Some(reason) => {
+                if reason == StaleReason::Revalidate && !control.only_if_cached {
+                    self.refresh(key, scopes, refresh);
+                }
+                self.stale(cached, reason)
+            }
+        }
     }
 
     /// `loaded`, or when it is an upstream failure, `seen` if it may answer for it: no write
@@ -687,7 +792,7 @@ impl ResponseCache {
         mut look_again: bool,
         control: &CacheControl,
         load: impl Fn() -> F,
-    ) -> Result<Served, Arc<GatewayError>>
+    ) -> Result<Got, Arc<GatewayError>>
     where
         F: Future<Output = LoadResult> + Send + 'static,
     {
@@ -695,10 +800,10 @@ impl ResponseCache {
             if let Some(result) = self.load_coalesced(key, scopes, look_again, &load).await {
                 break result?;
             }
-            if let Some(hit) = self.lookup(key, control).await {
-                return Ok(hit);
+            if let Some(hit) = self.servable(key, control).await {
+                return Ok(Got::Hit(hit));
             }
-            // Stored but not servable (stale): load it, not in a loop.
+            // Stored but not servable (expired): load it, not in a loop.
             look_again = false;
         };
         if cached.stamp != stamp {
@@ -706,9 +811,9 @@ impl ResponseCache {
             // answer may predate the write, so fetch afresh (read-your-writes).
             let fresh = load().await?;
             self.entries.insert(key.clone(), fresh.clone()).await;
-            return Ok(served(fresh, Outcome::Miss));
+            return Ok(Got::Loaded(fresh));
         }
-        Ok(served(cached, Outcome::Miss))
+        Ok(Got::Loaded(cached))
     }
 
     /// The entry for `key` if no write has invalidated it since its load began (one that a
@@ -757,6 +862,18 @@ impl ResponseCache {
             tokio::spawn(async move {
                 let _ = waiter.result().await;
             });
+        }
+    }
+
+    /// The answer of an entry stored since this call looked: fresh, or stale within
+    /// stale-while-revalidate (its load just stored it, or a refresh of it runs or ran: the
+    /// next call that finds it starts one if none is in flight).
+    async fn servable(&self, key: &CacheKey, control: &CacheControl) -> Option<Served> {
+        let entry = self.current_entry(key).await?;
+        match stale::freshness(entry.timing, entry.windows, control, Instant::now()) {
+            Freshness::Fresh => Some(self.hit(entry)),
+            Freshness::Revalidate => Some(self.stale(entry, StaleReason::Revalidate)),
+            Freshness::Expired => None,
         }
     }
 
@@ -868,6 +985,7 @@ mod tests {
                     from_shared: true,
                     age: Duration::from_secs(3),
                     no_stale: false,
+                    stale: None,
                 })
             })
         };
@@ -889,6 +1007,119 @@ mod tests {
         assert!(
             cache.lookup(&key(&cache), &any).await.is_none(),
             "kept no longer than the shared entry's remaining time"
+        );
+    }
+
+    /// A load through the shared tier that brings an answer `past` its TTL for `reason` when
+    /// it answers a caller, and `refreshed` (or an upstream failure) when it refreshes.
+    fn stale_then(
+        reason: StaleReason,
+        past: Duration,
+        refreshed: Option<&'static [u8]>,
+        refreshes: &Arc<AtomicU64>,
+    ) -> impl Fn(LoadFor) -> Load {
+        let refreshes = Arc::clone(refreshes);
+        move |purpose| -> Load {
+            let refreshes = Arc::clone(&refreshes);
+            Box::pin(async move {
+                let (answer, stale) = match purpose {
+                    LoadFor::Answer => (&b"old"[..], Some(StaleAnswer { reason, past })),
+                    LoadFor::Refresh => {
+                        refreshes.fetch_add(1, Ordering::SeqCst);
+                        let answer =
+                            refreshed.ok_or_else(|| GatewayError::Unreachable("down".into()))?;
+                        (answer, None)
+                    }
+                };
+                Ok(Loaded {
+                    fetched: Fetched {
+                        answer: Bytes::from_static(answer),
+                        upstream_status: 200,
+                    },
+                    keep_at_most: None,
+                    from_shared: true,
+                    age: past + Duration::from_secs(60),
+                    no_stale: false,
+                    stale,
+                })
+            })
+        }
+    }
+
+    fn stale_read() -> ReadPolicy {
+        ReadPolicy {
+            windows: StaleWindows {
+                revalidate: Duration::from_secs(30),
+                if_error: Duration::from_secs(60),
+            },
+            ..ReadPolicy::new(Duration::from_secs(60))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_load_is_answered_stale_then_refreshed_once_in_the_background() {
+        let cache = cache();
+        let refreshes = Arc::new(AtomicU64::new(0));
+        let past = Duration::from_secs(2);
+        let make = stale_then(StaleReason::Revalidate, past, Some(b"new"), &refreshes);
+        let served = cache
+            .get_or_load_for(key(&cache), Scopes::default(), stale_read(), make)
+            .await
+            .unwrap();
+        assert_eq!(served.outcome, Outcome::Stale);
+        assert_eq!(&served.answer[..], b"old");
+        assert!(served.age >= Some(Duration::from_secs(62)), "its true age");
+        assert_eq!(served.upstream_status, None);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            refreshes.load(Ordering::SeqCst),
+            1,
+            "one background refresh"
+        );
+        let any = CacheControl::default();
+        let refreshed = cache.lookup(&key(&cache), &any).await.expect("refreshed");
+        assert_eq!(&refreshed.answer[..], b"new");
+        let figures = cache.figures();
+        assert_eq!((figures.stale_revalidate, figures.refreshes), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_stale_answer_is_kept_here_no_longer_than_its_window_there() {
+        let cache = cache();
+        let refreshes = Arc::new(AtomicU64::new(0));
+        // 200 ms of its 60 s stale-if-error window left.
+        let past = Duration::from_millis(59_800);
+        let make = stale_then(StaleReason::Error, past, None, &refreshes);
+        let served = cache
+            .get_or_load_for(key(&cache), Scopes::default(), stale_read(), &make)
+            .await
+            .unwrap();
+        assert_eq!(served.outcome, Outcome::Stale);
+        assert_eq!(cache.figures().stale_error, 1);
+        let failing =
+            || -> Load { Box::pin(async { Err(GatewayError::Unreachable("down".into())) }) };
+        let again = cache
+            .get_or_load(key(&cache), Scopes::default(), stale_read(), failing)
+            .await
+            .expect("the local copy answers for the failure");
+        assert_eq!(
+            (again.outcome, &again.answer[..]),
+            (Outcome::Stale, &b"old"[..])
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let error = cache
+            .get_or_load(key(&cache), Scopes::default(), stale_read(), failing)
+            .await
+            .unwrap_err();
+        assert!(matches!(*error, GatewayError::Unreachable(_)), "{error:?}");
+        assert!(
+            !cache.entries.contains_key(&key(&cache)),
+            "kept here no longer than its window there"
+        );
+        assert_eq!(
+            refreshes.load(Ordering::SeqCst),
+            0,
+            "no refresh after an error"
         );
     }
 

@@ -17,7 +17,7 @@ use tonic::metadata::MetadataMap;
 use super::{Answer, shared::SharedRead};
 use crate::{
     cache::{
-        CacheControl, CacheKey, Directive, Fetched, Load, Loaded, Outcome, ReadPolicy,
+        CacheControl, CacheKey, Directive, Fetched, Load, LoadFor, Loaded, Outcome, ReadPolicy,
         ResponseCache, Scopes, shared::SharedTier, stale::StaleWindows,
     },
     error::GatewayError,
@@ -106,6 +106,8 @@ impl<'a> CachedRead<'a> {
                 key: self.key.clone(),
                 scopes,
                 ttl: self.ttl,
+                windows: self.windows,
+                control: self.control,
                 lease_for: timeout,
                 // Waiting for another replica's fill may take half the deadline: the other
                 // half is left for this caller's own upstream call if that fill never comes.
@@ -115,12 +117,12 @@ impl<'a> CachedRead<'a> {
         // Boxed: the nested futures of both tiers and the upstream call are otherwise too deep
         // a type for the compiler's layout computation of the services' futures. Each branch
         // is boxed as it is (an `async` block around them would hold `upstream` twice).
-        let make_load = move || -> Load {
+        let make_load = move |purpose: LoadFor| -> Load {
             let upstream = make_load();
             match shared.clone() {
                 // `upstream` boxed too: the shared tier's load holds it across round trips.
                 Some(shared) if refresh => Box::pin(shared.refresh(Box::pin(upstream))),
-                Some(shared) => Box::pin(shared.load(Box::pin(upstream))),
+                Some(shared) => Box::pin(shared.load(Box::pin(upstream), purpose)),
                 None => Box::pin(upstream.map_ok(Loaded::from)),
             }
         };
@@ -132,7 +134,9 @@ impl<'a> CachedRead<'a> {
             // another caller's load is in flight (and a stale entry may answer for it).
             wait: timeout,
         };
-        let served = cache.get_or_load(self.key, scopes, read, make_load).await?;
+        let served = cache
+            .get_or_load_for(self.key, scopes, read, make_load)
+            .await?;
         Ok(Answer {
             answer: served.answer,
             cache: Some(served.outcome),

@@ -1,7 +1,10 @@
 //! Stage 3b, the shared tier: a local miss looks in Redis inside the local tier's coalesced
 //! load (so local coalescing and local generation stamps still apply), then coalesces a cold
 //! read with the other replicas, then calls the upstream and fills the shared tier without
-//! delaying the reply. Redis failing only ever turns into the single-replica behaviour.
+//! delaying the reply. Redis keeps answers past their TTL for their class's stale windows,
+//! so a replica without a copy of its own still answers stale (at once while one replica
+//! refreshes, or in place of an upstream failure). Redis failing only ever turns into the
+//! single-replica behaviour.
 
 use std::{
     future::Future,
@@ -12,10 +15,13 @@ use std::{
 use super::BuildError;
 use crate::{
     cache::{
-        CacheKey, CachePolicy, Fetched, Loaded, ResponseCache, Scope, Scopes,
+        CacheControl, CacheKey, CachePolicy, Fetched, LoadFor, Loaded, ResponseCache, Scope,
+        Scopes, StaleAnswer, StaleReason,
         shared::{
-            Caller, Coalesced, SharedHit, SharedLookup, SharedTier, SharedTierMetrics, key::Namer,
+            Caller, Coalesced, Lifetime, SharedHit, SharedLookup, SharedStale, SharedTier,
+            SharedTierMetrics, Ticket, key::Namer,
         },
+        stale::{self, Freshness, StaleWindows, Timing},
     },
     config::Settings,
     error::GatewayError,
@@ -35,6 +41,11 @@ pub(super) struct SharedRead {
     pub scopes: Scopes,
     /// The route's time to live, for what is stored in Redis.
     pub ttl: Duration,
+    /// The route class's stale windows: Redis keeps an answer this much longer, and a stale
+    /// one found there is served within them.
+    pub windows: StaleWindows,
+    /// The caller's `cache-control` (`max-age`, `stale-if-error` narrow what is served stale).
+    pub control: CacheControl,
     /// How long a fill lease is held at most (the upstream call's time limit).
     pub lease_for: Duration,
     /// When this caller stops waiting for another replica's fill.
@@ -43,18 +54,58 @@ pub(super) struct SharedRead {
 
 impl SharedRead {
     /// The load of a local miss: the shared tier's answer, or `upstream`'s (stored in the
-    /// shared tier in the background).
-    pub(super) async fn load<F>(self, upstream: F) -> Result<Loaded, GatewayError>
+    /// shared tier in the background). A stale answer there is served at once within
+    /// stale-while-revalidate (the local tier then starts a [`LoadFor::Refresh`], which
+    /// leads the refresh or waits for the replica that does, so one upstream call refreshes
+    /// it for every replica), and in place of an upstream failure within stale-if-error.
+    pub(super) async fn load<F>(self, upstream: F, purpose: LoadFor) -> Result<Loaded, GatewayError>
     where
         F: Future<Output = Result<Fetched, GatewayError>>,
     {
         // Each Redis round trip is boxed: fred's futures are large, and this load is itself
         // boxed (moved whole) by the local tier; an allocation is small beside a round trip.
-        let ticket = match Box::pin(self.tier.get(&self.caller, &self.key, &self.scopes)).await {
+        let looked_up = Box::pin(self.tier.get(&self.caller, &self.key, &self.scopes)).await;
+        let (ticket, stale) = match looked_up {
             SharedLookup::Hit(hit) => return Ok(self.keep_shared(hit)),
             SharedLookup::Skipped => return self.keep_upstream(upstream.await),
-            SharedLookup::Miss(ticket) => ticket,
+            SharedLookup::Miss(ticket) => (ticket, None),
+            // A refresh must bring a fresh answer: the stale one is what it replaces.
+            SharedLookup::Stale(_, ticket) if purpose == LoadFor::Refresh => (ticket, None),
+            SharedLookup::Stale(stale, ticket) => (ticket, Some(stale)),
         };
+        let Some(stale) = stale else {
+            return self.coalesced(ticket, upstream).await;
+        };
+        let now = Instant::now();
+        let timing = Timing {
+            fetched_at: now.checked_sub(stale.age).unwrap_or(now),
+            fresh_until: now.checked_sub(stale.past).unwrap_or(now),
+        };
+        if stale::freshness(timing, self.windows, &self.control, now) == Freshness::Revalidate {
+            return Ok(self.keep_stale(stale, StaleReason::Revalidate));
+        }
+        match self.coalesced(ticket, upstream).await {
+            Err(error)
+                if stale::is_upstream_failure(&error)
+                    && stale::usable_on_error(
+                        timing,
+                        self.windows,
+                        &self.control,
+                        Instant::now(),
+                    ) =>
+            {
+                Ok(self.keep_stale(stale, StaleReason::Error))
+            }
+            loaded => loaded,
+        }
+    }
+
+    /// The upstream's answer for `ticket`, coalesced with the other replicas: this caller
+    /// leads (and fills), waits for the leader's fill, or calls alone (and puts).
+    async fn coalesced<F>(&self, ticket: Ticket, upstream: F) -> Result<Loaded, GatewayError>
+    where
+        F: Future<Output = Result<Fetched, GatewayError>>,
+    {
         let coalesced =
             Box::pin(
                 self.tier
@@ -66,9 +117,11 @@ impl SharedRead {
             Coalesced::Lead(lease) => {
                 let result = upstream.await;
                 match &result {
-                    Ok(fetched) => {
-                        lease.fill(fetched.answer.clone(), fetched.upstream_status, self.ttl)
-                    }
+                    Ok(fetched) => lease.fill(
+                        fetched.answer.clone(),
+                        fetched.upstream_status,
+                        self.lifetime(),
+                    ),
                     Err(_) => lease.abandon(),
                 }
                 self.keep_upstream(result)
@@ -78,7 +131,7 @@ impl SharedRead {
                 if let Ok(fetched) = &result {
                     let (answer, status) = (fetched.answer.clone(), fetched.upstream_status);
                     self.tier
-                        .put(&self.caller, ticket, answer, status, self.ttl);
+                        .put(&self.caller, ticket, answer, status, self.lifetime());
                 }
                 self.keep_upstream(result)
             }
@@ -96,9 +149,17 @@ impl SharedRead {
         if let (Some(ticket), Ok(fetched)) = (ticket, &result) {
             let (answer, status) = (fetched.answer.clone(), fetched.upstream_status);
             self.tier
-                .put(&self.caller, ticket, answer, status, self.ttl);
+                .put(&self.caller, ticket, answer, status, self.lifetime());
         }
         self.keep_upstream(result)
+    }
+
+    /// How long Redis keeps what this read stores: its TTL and its class's longest window.
+    fn lifetime(&self) -> Lifetime {
+        Lifetime {
+            ttl: self.ttl,
+            stale_for: self.windows.longest(),
+        }
     }
 
     /// A shared hit, kept here for its remaining time (at most 1 s while the feed is down).
@@ -114,6 +175,27 @@ impl SharedRead {
             age: hit.age,
             // While the feed is not trusted, another replica's write might go unseen.
             no_stale: self.tier.local_ttl_cap().is_some(),
+            stale: None,
+        }
+    }
+
+    /// A stale shared answer, served for `reason`; kept here with its true timing (and no
+    /// windows while the feed is down). Redis checked its generations in the same round
+    /// trip, so no write has invalidated it.
+    fn keep_stale(&self, stale: SharedStale, reason: StaleReason) -> Loaded {
+        Loaded {
+            fetched: Fetched {
+                answer: stale.answer,
+                upstream_status: stale.upstream_status,
+            },
+            keep_at_most: None,
+            from_shared: true,
+            age: stale.age,
+            no_stale: self.tier.local_ttl_cap().is_some(),
+            stale: Some(StaleAnswer {
+                reason,
+                past: stale.past,
+            }),
         }
     }
 

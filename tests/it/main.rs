@@ -44,6 +44,7 @@ mod shared_cache;
 mod shared_tier;
 mod smoke;
 mod stale;
+mod stale_shared;
 mod tls;
 mod trace_export;
 mod trace_export_http;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use wnology_gateway::cache::{
     CacheKey, Scope, Scopes, TokenId,
     shared::{
-        Coalesced, SharedLookup, SharedTier, SharedTierMetrics,
+        Coalesced, Lifetime, SharedLookup, SharedTier, SharedTierMetrics,
         key::Namer,
         settings::{CacheSecret, RedisUrl, SharedTierConfig},
     },
@@ -396,7 +396,8 @@ async fn concurrent_cold_reads_on_three_replicas_make_one_leader_fill() {
             let caller = tier.caller(TOKEN_A);
             let key = key(caller.token_id(), b"cold");
             let ticket = match tier.get(&caller, &key, &org_tags()).await {
-                SharedLookup::Miss(ticket) => ticket,
+                // Nothing is stale: the answer's TTL is longer than the test.
+                SharedLookup::Miss(ticket) | SharedLookup::Stale(_, ticket) => ticket,
                 SharedLookup::Hit(_) => return filled.fetch_add(1, Ordering::SeqCst),
                 SharedLookup::Skipped => return alone.fetch_add(1, Ordering::SeqCst),
             };
@@ -573,5 +574,75 @@ async fn a_three_node_cluster_serves_invalidates_and_feeds() {
             .unwrap()
             .is_empty())
         .await
+    );
+}
+
+/// An answer stored with a stale window is kept past its TTL and read as stale, under the same
+/// generation check as a fresh one; the lease script treats it as nothing fresh, so one replica
+/// refreshes it and another waits for that fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_kept_past_its_ttl_reads_stale_is_refreshed_once_and_a_write_hides_it() {
+    let server = RedisServer::start();
+    let (a, _) = replica(&server.url(), false).await;
+    let (b, _) = replica(&server.url(), false).await;
+    let (caller_a, caller_b) = (a.caller(TOKEN_A), b.caller(TOKEN_A));
+    let key = key(caller_a.token_id(), b"kept");
+    let lifetime = Lifetime {
+        ttl: Duration::from_millis(300),
+        stale_for: Duration::from_secs(60),
+    };
+    let SharedLookup::Miss(ticket) = a.get(&caller_a, &key, &org_tags()).await else {
+        panic!("a cold read misses");
+    };
+    a.put(&caller_a, ticket, Bytes::from_static(b"old"), 200, lifetime);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let SharedLookup::Stale(stale, ticket) = b.get(&caller_b, &key, &org_tags()).await else {
+        panic!("kept past its TTL: stale");
+    };
+    assert_eq!(stale.answer, Bytes::from_static(b"old"));
+    assert!(stale.past >= Duration::from_millis(150) && stale.age >= stale.past + lifetime.ttl);
+    let names = bulk_strings(&server.command(&[b"KEYS", b"*:v:*"]).unwrap());
+    assert_eq!(names.len(), 1, "one value: {names:?}");
+    let pttl = String::from_utf8(server.command(&[b"PTTL", &names[0]]).unwrap()).unwrap();
+    let pttl: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
+    assert!(
+        pttl > 50_000,
+        "Redis keeps it for its stale window: {pttl} ms"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lease_for = Duration::from_secs(5);
+    let Coalesced::Lead(lease) = b.lead_or_wait(&caller_b, ticket, lease_for, deadline).await
+    else {
+        panic!("a stale value is nothing fresh: B leads its refresh");
+    };
+    let waiter = {
+        let (a, caller_a, key) = (a.clone(), caller_a.clone(), key.clone());
+        tokio::spawn(async move {
+            let SharedLookup::Stale(_, ticket) = a.get(&caller_a, &key, &org_tags()).await else {
+                panic!("still stale while B refreshes");
+            };
+            a.lead_or_wait(&caller_a, ticket, lease_for, deadline).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    lease.fill(Bytes::from_static(b"new"), 200, lifetime);
+    let Coalesced::Filled(hit) = waiter.await.unwrap() else {
+        panic!("A waits for B's refresh");
+    };
+    assert_eq!(hit.answer, Bytes::from_static(b"new"));
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        a.get(&caller_a, &key, &org_tags()).await,
+        SharedLookup::Stale(..)
+    ));
+    assert!(b.invalidate(&[Scope::Org(ORG)]).await, "recorded");
+    assert!(
+        matches!(
+            a.get(&caller_a, &key, &org_tags()).await,
+            SharedLookup::Miss(_)
+        ),
+        "an invalidated answer is not read stale either"
     );
 }

@@ -3,7 +3,11 @@
 //! pieces of `wnology-testkit` (upstreams, OTLP collector, the binary launcher).
 #![allow(dead_code)]
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -19,7 +23,7 @@ use wnology_gateway::{
 };
 
 pub(crate) use wnology_testkit::{
-    Answer, RecordingUpstream, binary, faults, isolation::in_own_process, otlp,
+    Answer, RecordingUpstream, binary, faults, isolation::in_own_process, otlp, redis::RedisServer,
 };
 
 /// The gateway binary cargo built for these tests.
@@ -156,4 +160,107 @@ pub(crate) async fn connect(addr: SocketAddr) -> Channel {
         .connect()
         .await
         .unwrap()
+}
+
+/// The cache secret [`Replicas`] share.
+pub(crate) const REPLICAS_SECRET: &str = "Qz8v1Lm4Tx9Wc2Rb7Ka0Yp5Hn3Jd6Fs-replicas-test-secret";
+
+/// Several gateway processes sharing one `redis-server` (the shared cache tier, the rate
+/// limit) against one upstream, all on loopback. Every process is stopped by its PID when
+/// this is dropped (the handles' `Drop`), and the secret file is removed.
+pub(crate) struct Replicas {
+    /// The Redis they share.
+    pub redis: RedisServer,
+    /// The gateway processes, in start order.
+    pub binaries: Vec<binary::GatewayBinary>,
+    secret_file: PathBuf,
+}
+
+impl Replicas {
+    /// Starts `count` replicas against `upstream_url`, with the shared tier on a fresh
+    /// `redis-server` and `args` added, and waits until each one's invalidation feed is live.
+    pub(crate) async fn start(count: usize, upstream_url: &str, args: &[&str]) -> Replicas {
+        let redis = RedisServer::start();
+        let secret_file = std::env::temp_dir().join(format!(
+            "wg-replicas-{}-{}.secret",
+            std::process::id(),
+            redis.port()
+        ));
+        std::fs::write(&secret_file, REPLICAS_SECRET).unwrap();
+        let (url, secret) = (redis.url(), secret_file.to_string_lossy().into_owned());
+        let mut all = vec![
+            "--cache-redis-url",
+            url.as_str(),
+            "--cache-secret-file",
+            secret.as_str(),
+            // Generous: several gateways and the test share two loaded cores.
+            "--cache-redis-timeout",
+            "1s",
+        ];
+        all.extend_from_slice(args);
+        let binaries = (0..count)
+            .map(|_| binary::GatewayBinary::start(gateway_binary(), upstream_url, &all, &[]))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let replicas = Replicas {
+            redis,
+            binaries,
+            secret_file,
+        };
+        for replica in 0..count {
+            replicas
+                .wait_for_metric(replica, "wnology_gateway_shared_cache_feed_trusted 1")
+                .await;
+        }
+        replicas
+    }
+
+    /// A channel to replica `replica`.
+    pub(crate) async fn channel(&self, replica: usize) -> Channel {
+        connect(self.binaries[replica].addr).await
+    }
+
+    /// Replica `replica`'s `/metrics` text.
+    pub(crate) async fn metrics(&self, replica: usize) -> String {
+        admin_get(self.binaries[replica].admin, "/metrics").await
+    }
+
+    /// The value of replica `replica`'s metric line that starts with `series` (0 when absent).
+    pub(crate) async fn metric(&self, replica: usize, series: &str) -> u64 {
+        self.metrics(replica)
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{series} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most 30 s) until replica `replica` exports the metric line `line`.
+    pub(crate) async fn wait_for_metric(&self, replica: usize, line: &str) {
+        let started = Instant::now();
+        while !self.metrics(replica).await.contains(&format!("{line}\n")) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "replica {replica} never exported {line}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.secret_file);
+    }
+}
+
+/// A plain HTTP/1.1 GET on an admin listener: the whole response, head and body.
+pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
 }

@@ -10,10 +10,16 @@
 //! A missing generation reads as `-` and a stored stamp never holds `-`: the put script creates
 //! missing generations with a random start. So a generation lost to eviction, expiry or a Redis
 //! restart never matches an old stamp again (a miss, never a stale hit), under any `maxmemory`
-//! policy. Every key carries a TTL: values their answer's, generations [`GENERATION_TTL`]
-//! (refreshed by each fill), leases their lease time.
+//! policy. Every key carries a TTL: values their answer's and their class's longest stale
+//! window, generations [`GENERATION_TTL`] (refreshed by each fill), leases their lease time.
+//!
+//! A value kept past its TTL (for stale serving) is still returned by the read, under the same
+//! generation check, so an invalidated value is never served stale either; the hash's `f`
+//! field (when the value stops being fresh, Unix ms, written by the filler) lets the lease
+//! script treat such a value as nothing to read, so that one replica refreshes it while the
+//! others wait for that fill.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fred::types::{Value, scripts::Script};
 
@@ -28,35 +34,37 @@ pub const GENERATION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The channel of the feed (invalidations, heartbeats, fills).
 pub const FEED_CHANNEL: &str = "wg1:feed";
 
-/// Computes the current stamp of KEYS[3..] into `stamp` (a Lua fragment shared by scripts).
+/// Computes the current stamp of KEYS[3..] into `stamp` and reads the value's hash into
+/// `entry` (a Lua fragment shared by scripts).
 const STAMP: &str = r"
 local gens = {}
 for i = 3, #KEYS do
   gens[#gens + 1] = redis.call('GET', KEYS[i]) or '-'
 end
 local stamp = table.concat(gens, ',')
-local entry = redis.call('HMGET', KEYS[1], 's', 'v')
-if entry[1] == stamp and entry[2] then
-  return {1, entry[2], stamp}
-end
+local entry = redis.call('HMGET', KEYS[1], 's', 'v', 'f')
 ";
 
-/// The read: KEYS = value, lease, generations. `{1, sealed, stamp}` or `{0, stamp}`.
+/// The read: KEYS = value, lease, generations. `{1, sealed, stamp}` (fresh or kept past its
+/// TTL: the caller opens it and sees which) or `{0, stamp}`.
 fn read_script() -> String {
-    format!("{STAMP}\nreturn {{0, stamp}}")
-}
-
-/// The read that takes the fill lease when there is nothing to read: ARGV = lease token,
-/// lease ms. `{1, sealed, stamp}`, `{2, stamp}` (this caller leads) or `{0, stamp}` (another
-/// replica leads: wait).
-fn acquire_script() -> String {
     format!(
-        "{STAMP}\nif redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then\n  return {{2, stamp}}\nend\nreturn {{0, stamp}}"
+        "{STAMP}\nif entry[1] == stamp and entry[2] then\n  return {{1, entry[2], stamp}}\nend\nreturn {{0, stamp}}"
     )
 }
 
-/// The fill: ARGV = stamp, sealed, ttl ms, generation ttl ms, lease token (or ``), channel,
-/// value name, then one random start per generation. Releases the lease if held and tells
+/// The read that takes the fill lease when there is nothing fresh to read: ARGV = lease token,
+/// lease ms, now (Unix ms). `{1, sealed, stamp}` (a fresh value), `{2, stamp}` (this caller
+/// leads) or `{0, stamp}` (another replica leads: wait). A value past its `f` counts as
+/// nothing, so that it is refreshed once, not by every replica that finds it stale.
+fn acquire_script() -> String {
+    format!(
+        "{STAMP}\nif entry[1] == stamp and entry[2] and (not entry[3] or tonumber(entry[3]) > tonumber(ARGV[3])) then\n  return {{1, entry[2], stamp}}\nend\nif redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then\n  return {{2, stamp}}\nend\nreturn {{0, stamp}}"
+    )
+}
+
+/// The fill: ARGV = stamp, sealed, ms Redis keeps it, generation ttl ms, lease token (or ``),
+/// channel, value name, fresh until (Unix ms), then one random start per generation. Releases the lease if held and tells
 /// waiters (`F` filled, `A` abandoned because a write came in between). 1 stored, 0 not.
 const PUT: &str = r"
 local current = {}
@@ -71,14 +79,14 @@ if table.concat(current, ',') ~= ARGV[1] then
 end
 for i = 3, #KEYS do
   if current[i - 2] == '-' then
-    current[i - 2] = ARGV[5 + i]
-    redis.call('SET', KEYS[i], ARGV[5 + i], 'PX', ARGV[4])
+    current[i - 2] = ARGV[6 + i]
+    redis.call('SET', KEYS[i], ARGV[6 + i], 'PX', ARGV[4])
   else
     redis.call('PEXPIRE', KEYS[i], ARGV[4])
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 's', table.concat(current, ','), 'v', ARGV[2])
+redis.call('HSET', KEYS[1], 's', table.concat(current, ','), 'v', ARGV[2], 'f', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if held then redis.call('PUBLISH', ARGV[6], 'F' .. ARGV[7]) end
 return 1
@@ -136,8 +144,10 @@ pub struct Fill<'a> {
     pub stamp: &'a Stamp,
     /// The sealed value.
     pub sealed: Vec<u8>,
-    /// Its time to live in Redis.
+    /// How long Redis keeps it: its TTL and its class's longest stale window.
     pub ttl: Duration,
+    /// When it stops being fresh (wall clock, Unix ms).
+    pub fresh_until_ms: u64,
     /// The lease token when this fill is a leader's.
     pub lease: Option<&'a str>,
 }
@@ -220,7 +230,8 @@ impl Scripts {
         parse(reply)
     }
 
-    /// Reads one answer, or takes its fill lease (for `lease`) when there is none.
+    /// Reads one fresh answer, or takes its fill lease (for `lease`) when there is none (a
+    /// value past its TTL by this replica's wall clock is none).
     pub async fn acquire(
         &self,
         store: &Store,
@@ -228,6 +239,9 @@ impl Scripts {
         token: &str,
         lease: Duration,
     ) -> Result<Read, StoreError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let reply = store
             .run("acquire", async {
                 let reply: Value = self
@@ -235,7 +249,7 @@ impl Scripts {
                     .evalsha_with_reload(
                         store.client(),
                         keys(names),
-                        vec![token.to_owned(), millis(lease)],
+                        vec![token.to_owned(), millis(lease), now.as_millis().to_string()],
                     )
                     .await?;
                 Ok(reply)
@@ -254,6 +268,7 @@ impl Scripts {
             fill.lease.unwrap_or("").to_owned().into(),
             FEED_CHANNEL.into(),
             fill.names.value.clone().into(),
+            fill.fresh_until_ms.to_string().into(),
         ];
         // Random starts for generations that are missing (62 bits: room for increments).
         args.extend(

@@ -11,11 +11,11 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use super::{
-    Caller, Inner, SharedHit, Ticket,
+    Caller, Inner, Lifetime, Opened, SharedHit, Ticket,
     generations::{Fill, Read},
 };
 
@@ -46,9 +46,15 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Stores the leader's answer (in the background, like `SharedTier::put`), releases the
-    /// lease and wakes the waiters.
-    pub fn fill(mut self, answer: bytes::Bytes, upstream_status: u16, ttl: Duration) {
+    /// Stores the leader's answer (in the background, like `SharedTier::put`, for as long as
+    /// `lifetime` says), releases the lease and wakes the waiters.
+    pub fn fill(
+        mut self,
+        answer: bytes::Bytes,
+        upstream_status: u16,
+        lifetime: impl Into<Lifetime>,
+    ) {
+        let lifetime = lifetime.into();
         self.done = true;
         let inner = Arc::clone(&self.inner);
         let caller = self.caller.clone();
@@ -56,7 +62,14 @@ impl Lease {
         let token = std::mem::take(&mut self.token);
         tokio::spawn(async move {
             inner
-                .store_fill(&caller, &ticket, answer, upstream_status, ttl, Some(&token))
+                .store_fill(
+                    &caller,
+                    &ticket,
+                    answer,
+                    upstream_status,
+                    lifetime,
+                    Some(&token),
+                )
                 .await;
         });
     }
@@ -117,13 +130,14 @@ pub(crate) async fn lead_or_wait(
             Ok(Read::Value(sealed, stamp)) => {
                 let ticket = Ticket { stamp, ..ticket };
                 return match inner.open(caller, &ticket, &sealed) {
-                    Some(hit) => {
+                    Opened::Fresh(hit) => {
                         if waited {
                             inner.metrics.coalesced.inc();
                         }
                         Coalesced::Filled(hit)
                     }
-                    None => Coalesced::Alone(ticket),
+                    // Past its TTL since the script saw it fresh, or not openable.
+                    Opened::Stale(_) | Opened::Unopenable => Coalesced::Alone(ticket),
                 };
             }
             Ok(Read::Nothing(_)) => {}
@@ -145,28 +159,34 @@ pub(crate) async fn lead_or_wait(
 }
 
 impl Inner {
-    /// Seals and stores one answer under `ticket` (with the lease `token` when leading).
+    /// Seals and stores one answer under `ticket` (with the lease `token` when leading), kept
+    /// in Redis for its TTL and stale window.
     pub(crate) async fn store_fill(
         &self,
         caller: &Caller,
         ticket: &Ticket,
         answer: bytes::Bytes,
         upstream_status: u16,
-        ttl: Duration,
+        lifetime: Lifetime,
         lease: Option<&str>,
     ) {
+        let fetched_at = SystemTime::now();
         let entry = super::seal::Entry {
             answer,
             upstream_status,
-            fetched_at: std::time::SystemTime::now(),
-            ttl,
+            fetched_at,
+            ttl: lifetime.ttl,
         };
         let sealed = caller.seal.seal(&ticket.names.value, &entry);
+        let fresh_until = (fetched_at + lifetime.ttl)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let fill = Fill {
             names: &ticket.names,
             stamp: &ticket.stamp,
             sealed,
-            ttl,
+            ttl: lifetime.ttl.saturating_add(lifetime.stale_for),
+            fresh_until_ms: u64::try_from(fresh_until.as_millis()).unwrap_or(u64::MAX),
             lease,
         };
         if let Ok(true) = self.scripts.put(&self.store, fill).await {

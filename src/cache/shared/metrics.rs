@@ -32,6 +32,9 @@ pub struct SharedTierMetrics {
     pub hits: Counter,
     /// Reads the shared tier had no servable answer for.
     pub misses: Counter,
+    /// Reads that found an answer past its TTL, kept for the stale windows (served stale, or
+    /// loaded afresh, as the read's windows and `cache-control` decide).
+    pub stale: Counter,
     /// Operations skipped: the breaker was open.
     pub skipped: Counter,
     /// Failures by kind.
@@ -59,6 +62,7 @@ impl Default for SharedTierMetrics {
         SharedTierMetrics {
             hits: Counter::default(),
             misses: Counter::default(),
+            stale: Counter::default(),
             skipped: Counter::default(),
             errors: Family::default(),
             latency: Histogram::new([
@@ -99,6 +103,11 @@ impl SharedTierMetrics {
             "misses",
             "Reads the shared tier had no servable answer for",
             self.misses.clone(),
+        );
+        registry.register(
+            "stale",
+            "Reads that found an answer past its TTL in the shared tier, kept for the stale windows",
+            self.stale.clone(),
         );
         registry.register(
             "skipped",
@@ -162,6 +171,7 @@ mod tests {
     fn registers_and_encodes() {
         let metrics = SharedTierMetrics::default();
         metrics.hits.inc();
+        metrics.stale.inc();
         metrics.error("timeout");
         metrics.local_drop("lagged");
         let mut registry = Registry::with_prefix("wnology_gateway");
@@ -172,6 +182,7 @@ mod tests {
             text.contains("wnology_gateway_shared_cache_hits_total 1"),
             "{text}"
         );
+        assert!(text.contains("wnology_gateway_shared_cache_stale_total 1"));
         assert!(text.contains("wnology_gateway_shared_cache_errors_total{kind=\"timeout\"} 1"));
         assert!(text.contains("wnology_gateway_shared_cache_latency_seconds_bucket"));
         assert!(

@@ -30,13 +30,18 @@
 //! match shared.get(&caller, &key, &scopes).await {
 //!     Hit(hit)   => serve hit.answer, x-cache: shared-hit; fill local for hit.remaining
 //!     Skipped    => fetch from upstream (single-replica behaviour)
-//!     Miss(t)    => match shared.lead_or_wait(&caller, t, lease_for, deadline).await {
+//!     Stale(s, t) if within stale-while-revalidate => serve s stale; refresh in the background
+//!                   through lead_or_wait (one replica leads, the others wait for its fill)
+//!     Miss(t) | Stale(s, t) => match shared.lead_or_wait(&caller, t, lease_for, deadline).await {
 //!         Filled(hit) => as Hit
-//!         Lead(lease) => fetch; Ok → lease.fill(answer, status, ttl); Err → lease.abandon()
-//!         Alone(t)    => fetch; Ok → shared.put(&caller, t, answer, status, ttl)
-//!     }
+//!         Lead(lease) => fetch; Ok → lease.fill(answer, status, lifetime); Err → lease.abandon()
+//!         Alone(t)    => fetch; Ok → shared.put(&caller, t, answer, status, lifetime)
+//!     }   // an upstream failure is answered with s when within stale-if-error
 //! }
 //! ```
+//! where `lifetime` is the TTL and the class's longest stale window ([`Lifetime`]): Redis
+//! keeps a value that long, and [`SharedTier::get`] returns it past its TTL as
+//! [`SharedLookup::Stale`], under the same generation check as a fresh one.
 //! and after a write returned from the upstream, before replying:
 //! `local.invalidate(scope)` for each scope, then `shared.invalidate(&scopes).await`.
 //! The local tier must name tokens with [`SharedTier::token_id`] (the same on every replica),
@@ -152,11 +157,48 @@ pub struct SharedHit {
     pub age: Duration,
 }
 
+/// An answer the shared tier holds past its TTL, kept for its class's stale windows; the
+/// generations were checked in the same round trip, so no write has invalidated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedStale {
+    /// The response message, protobuf-encoded.
+    pub answer: Bytes,
+    /// The upstream's status when it was fetched.
+    pub upstream_status: u16,
+    /// How old it is.
+    pub age: Duration,
+    /// How long past its TTL it is.
+    pub past: Duration,
+}
+
+/// How long a stored answer is fresh, and how much longer Redis keeps it so that it may be
+/// served stale (the class's longest stale window). A bare `Duration` is a TTL with no window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Its time to live.
+    pub ttl: Duration,
+    /// How long past its TTL Redis keeps it.
+    pub stale_for: Duration,
+}
+
+impl From<Duration> for Lifetime {
+    fn from(ttl: Duration) -> Lifetime {
+        Lifetime {
+            ttl,
+            stale_for: Duration::ZERO,
+        }
+    }
+}
+
 /// What [`SharedTier::get`] found.
 #[derive(Debug)]
 pub enum SharedLookup {
     /// A servable answer.
     Hit(SharedHit),
+    /// An answer past its TTL that no write invalidated: the caller decides whether it may be
+    /// served (stale-while-revalidate, stale-if-error); to load afresh, use the ticket as for
+    /// a miss.
+    Stale(SharedStale, Ticket),
     /// Nothing servable: fetch, then `put` (or `lead_or_wait` first).
     Miss(Ticket),
     /// The tier was not usable (breaker open, timeout, Redis error): behave as one replica.
@@ -234,8 +276,9 @@ impl SharedTier {
             Ok(Read::Value(sealed, stamp)) => {
                 let ticket = Ticket { names, stamp };
                 match self.inner.open(caller, &ticket, &sealed) {
-                    Some(hit) => SharedLookup::Hit(hit),
-                    None => SharedLookup::Miss(ticket),
+                    Opened::Fresh(hit) => SharedLookup::Hit(hit),
+                    Opened::Stale(stale) => SharedLookup::Stale(stale, ticket),
+                    Opened::Unopenable => SharedLookup::Miss(ticket),
                 }
             }
             Ok(Read::Nothing(stamp) | Read::Leading(stamp)) => {
@@ -259,21 +302,23 @@ impl SharedTier {
         }
     }
 
-    /// Stores an upstream answer for `ttl`, in the background (never delays the reply). Stores
-    /// nothing if a write invalidated it since the miss.
+    /// Stores an upstream answer for its `lifetime` (a TTL, and how long past it Redis keeps
+    /// it), in the background (never delays the reply). Stores nothing if a write invalidated
+    /// it since the miss.
     pub fn put(
         &self,
         caller: &Caller,
         ticket: Ticket,
         answer: Bytes,
         upstream_status: u16,
-        ttl: Duration,
+        lifetime: impl Into<Lifetime>,
     ) {
         let inner = Arc::clone(&self.inner);
         let caller = caller.clone();
+        let lifetime = lifetime.into();
         tokio::spawn(async move {
             inner
-                .store_fill(&caller, &ticket, answer, upstream_status, ttl, None)
+                .store_fill(&caller, &ticket, answer, upstream_status, lifetime, None)
                 .await;
         });
     }
@@ -368,26 +413,43 @@ async fn load_scripts(inner: Arc<Inner>) {
     }
 }
 
+/// A value read from Redis, opened.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    /// Within its TTL.
+    Fresh(SharedHit),
+    /// Past its TTL (kept for the stale windows).
+    Stale(SharedStale),
+    /// It did not open (a counted miss).
+    Unopenable,
+}
+
 impl Inner {
-    /// Opens a value read under `ticket`; `None` (a counted miss) if it does not open or has
-    /// expired.
-    fn open(&self, caller: &Caller, ticket: &Ticket, sealed: &[u8]) -> Option<SharedHit> {
+    /// Opens a value read under `ticket`, counting it as a hit, a stale read or (when it does
+    /// not open) a miss.
+    fn open(&self, caller: &Caller, ticket: &Ticket, sealed: &[u8]) -> Opened {
         let entry = match caller.seal.open(&ticket.names.value, sealed) {
             Ok(entry) => entry,
             Err(_) => {
                 self.metrics.error("unopenable");
                 self.metrics.misses.inc();
-                return None;
+                return Opened::Unopenable;
             }
         };
         let now = SystemTime::now();
+        let age = entry.age(now);
         let Some(remaining) = entry.remaining(now) else {
-            self.metrics.misses.inc();
-            return None;
+            self.metrics.stale.inc();
+            return Opened::Stale(SharedStale {
+                past: age.saturating_sub(entry.ttl),
+                age,
+                answer: entry.answer,
+                upstream_status: entry.upstream_status,
+            });
         };
         self.metrics.hits.inc();
-        Some(SharedHit {
-            age: entry.age(now),
+        Opened::Fresh(SharedHit {
+            age,
             answer: entry.answer,
             upstream_status: entry.upstream_status,
             remaining,
