@@ -8,7 +8,6 @@
 
 use std::{
     num::NonZeroU32,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -24,7 +23,7 @@ use wnology_gateway::{
     proto::{self, org_service_client::OrgServiceClient},
     ratelimit::Rate,
 };
-use wnology_testkit::redis::{RedisServer, bulk_strings};
+use wnology_testkit::redis::bulk_strings;
 
 use crate::support::{binary::GatewayBinary, *};
 
@@ -32,7 +31,6 @@ use crate::support::{binary::GatewayBinary, *};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Each multi-process test's bound.
 const TEST_BOUND: Duration = Duration::from_secs(120);
-const SECRET: &str = "r8Lq2Vx7Tn4Kp0Wm3Zs6Yb9Hd1Fg5Jc-rate-limit-test-secret";
 
 /// 6 a minute (one per 10 s) with a burst of `burst`: over a test of a few seconds exactly
 /// `burst` calls are admitted per limit.
@@ -229,33 +227,17 @@ async fn an_upstream_429_with_retry_after_2_holds_that_token_and_action_back_the
     assert!(metrics.contains(&line), "{line} in {metrics}");
 }
 
-/// Redis, a recording upstream and two gateway processes sharing one limit.
+/// A recording upstream and two gateway processes sharing one limit on one Redis
+/// ([`crate::support::Replicas`]), with a client of each.
 struct Replicas {
-    redis: RedisServer,
+    deployment: crate::support::Replicas,
     upstream: RecordingUpstream,
-    binaries: Vec<GatewayBinary>,
     clients: Vec<OrgServiceClient<Channel>>,
-    secret_file: PathBuf,
 }
 
 impl Replicas {
     async fn start(upstream: RecordingUpstream, burst: &str) -> Replicas {
-        let redis = RedisServer::start();
-        let secret_file = std::env::temp_dir().join(format!(
-            "wg-rate-limit-{}-{}.secret",
-            std::process::id(),
-            redis.port()
-        ));
-        std::fs::write(&secret_file, SECRET).unwrap();
-        let (url, secret) = (redis.url(), secret_file.to_string_lossy().into_owned());
         let args = [
-            "--cache-redis-url",
-            url.as_str(),
-            "--cache-secret-file",
-            secret.as_str(),
-            // Generous: two gateways and the test share two loaded cores.
-            "--cache-redis-timeout",
-            "1s",
             "--cache-entity-ttl",
             "0",
             "--upstream-retries",
@@ -265,20 +247,15 @@ impl Replicas {
             "--rate-limit-burst",
             burst,
         ];
-        let mut binaries = Vec::new();
+        let deployment = crate::support::Replicas::start(2, &upstream.url(), &args).await;
         let mut clients = Vec::new();
-        for _ in 0..2 {
-            let binary =
-                GatewayBinary::start(gateway_binary(), &upstream.url(), &args, &[]).unwrap();
-            clients.push(OrgServiceClient::new(connect(binary.addr).await));
-            binaries.push(binary);
+        for replica in 0..2 {
+            clients.push(OrgServiceClient::new(deployment.channel(replica).await));
         }
         Replicas {
-            redis,
+            deployment,
             upstream,
-            binaries,
             clients,
-            secret_file,
         }
     }
 
@@ -300,12 +277,6 @@ impl Replicas {
     }
 }
 
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.secret_file);
-    }
-}
-
 async fn bounded(test: impl Future<Output = ()>) {
     let _serial = SERIAL.lock().await;
     tokio::time::timeout(TEST_BOUND, test)
@@ -315,13 +286,9 @@ async fn bounded(test: impl Future<Output = ()>) {
 
 /// The value of the metric line that starts with `series` on a replica (0 when absent).
 async fn metric(binary: &GatewayBinary, series: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(binary.admin).await.unwrap();
-    let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text.lines()
+    admin_get(binary.admin, "/metrics")
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(&format!("{series} ")))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0)
@@ -356,7 +323,7 @@ async fn two_replicas_sharing_redis_admit_no_more_than_one_limit_and_share_the_u
         );
         assert_eq!(requests_of(&d.upstream, "shared"), admitted as usize);
         let mut counted_in_redis = 0;
-        for binary in &d.binaries {
+        for binary in &d.deployment.binaries {
             counted_in_redis += metric(
                 binary,
                 "wnology_gateway_rate_limit_checks_total{store=\"redis\"}",
@@ -386,14 +353,21 @@ async fn two_replicas_sharing_redis_admit_no_more_than_one_limit_and_share_the_u
             );
         }
         assert_eq!(counted_in_redis, 24);
-        let keys = bulk_strings(&d.redis.command(&[b"KEYS", b"wg1:rl:*"]).unwrap());
+        let keys = bulk_strings(&d.deployment.redis.command(&[b"KEYS", b"wg1:rl:*"]).unwrap());
         assert!(!keys.is_empty() && keys.iter().all(|k| !k.windows(6).any(|w| w == b"shared")));
 
         // The upstream's 429 to one replica holds the token back on the other too.
         let status = get(&mut d.clients[0], "throttled", 1).await.unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted);
         let recorded = Instant::now();
-        while bulk_strings(&d.redis.command(&[b"KEYS", b"wg1:rl:*:hold:*"]).unwrap()).is_empty() {
+        while bulk_strings(
+            &d.deployment
+                .redis
+                .command(&[b"KEYS", b"wg1:rl:*:hold:*"])
+                .unwrap(),
+        )
+        .is_empty()
+        {
             assert!(
                 recorded.elapsed() < Duration::from_secs(10),
                 "the hold never reached Redis"
@@ -415,7 +389,7 @@ async fn with_redis_stopped_each_replica_limits_on_its_own_and_no_call_fails() {
         let mut d = Replicas::start(upstream, "3").await;
         let before = d.spread("warm", 2).await;
         assert_eq!(before, [(1, 0), (1, 0)], "Redis counts while it is up");
-        d.redis.stop();
+        d.deployment.redis.stop();
         let started = Instant::now();
         let outcomes = d.spread("alone", 20).await;
         let elapsed = started.elapsed();
@@ -434,7 +408,7 @@ async fn with_redis_stopped_each_replica_limits_on_its_own_and_no_call_fails() {
             requests_of(&d.upstream, "alone") as u32,
             outcomes[0].0 + outcomes[1].0
         );
-        for binary in &d.binaries {
+        for binary in &d.deployment.binaries {
             assert_eq!(
                 metric(binary, "wnology_gateway_rate_limit_fallback").await,
                 1

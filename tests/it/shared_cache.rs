@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -19,7 +18,6 @@ use wnology_gateway::proto::{self, org_service_client::OrgServiceClient};
 use wnology_testkit::Recorded;
 use wnology_testkit::redis::{RedisServer, bulk_strings};
 
-const SECRET: &str = "k3v9Qm2LxT7pW0sR8aZc4Yd1Nf6Hj5Ue-shared-cache-test-secret";
 /// How long after a write returned every replica must serve what it wrote (the bound).
 const PROPAGATION: Duration = Duration::from_millis(200);
 /// Each test's bound.
@@ -61,71 +59,35 @@ impl Orgs {
     }
 }
 
-/// One replica: the process and a client of it.
-struct Replica {
-    binary: GatewayBinary,
-    org: OrgServiceClient<Channel>,
-}
-
-/// Redis, the upstream and three replicas.
+/// The upstream and three replicas on one Redis ([`crate::support::Replicas`]), with a client of each.
 struct Deployment {
-    redis: RedisServer,
+    replicas: crate::support::Replicas,
     upstream: RecordingUpstream,
     orgs: Arc<Orgs>,
-    replicas: Vec<Replica>,
-    secret_file: PathBuf,
+    clients: Vec<OrgServiceClient<Channel>>,
 }
 
 impl Deployment {
     async fn start(extra: &[&str]) -> Deployment {
-        let redis = RedisServer::start();
         let orgs = Arc::new(Orgs::default());
         let answering = Arc::clone(&orgs);
         let upstream =
             RecordingUpstream::start_with(move |request| answering.answer(request)).await;
-        let secret_file = std::env::temp_dir().join(format!(
-            "wg-shared-cache-{}-{}.secret",
-            std::process::id(),
-            redis.port()
-        ));
-        std::fs::write(&secret_file, SECRET).unwrap();
-        let url = redis.url();
-        let secret = secret_file.to_string_lossy().into_owned();
-        let mut args = vec![
-            "--cache-redis-url",
-            url.as_str(),
-            "--cache-secret-file",
-            secret.as_str(),
-            // Generous: three gateways and the test share two loaded cores.
-            "--cache-redis-timeout",
-            "1s",
-        ];
-        args.extend_from_slice(extra);
-        let mut replicas = Vec::new();
-        for _ in 0..3 {
-            let binary =
-                GatewayBinary::start(gateway_binary(), &upstream.url(), &args, &[]).unwrap();
-            let org = OrgServiceClient::new(connect(binary.addr).await);
-            replicas.push(Replica { binary, org });
-        }
-        for replica in &replicas {
-            wait_for_metric(
-                &replica.binary,
-                "wnology_gateway_shared_cache_feed_trusted 1",
-            )
-            .await;
+        let replicas = crate::support::Replicas::start(3, &upstream.url(), extra).await;
+        let mut clients = Vec::new();
+        for replica in 0..3 {
+            clients.push(OrgServiceClient::new(replicas.channel(replica).await));
         }
         Deployment {
-            redis,
+            replicas,
             upstream,
             orgs,
-            replicas,
-            secret_file,
+            clients,
         }
     }
 
     fn client(&self, replica: usize) -> OrgServiceClient<Channel> {
-        self.replicas[replica % 3].org.clone()
+        self.clients[replica % 3].clone()
     }
 
     fn upstream_reads(&self) -> usize {
@@ -134,12 +96,6 @@ impl Deployment {
             .iter()
             .filter(|r| r.method == "GET")
             .count()
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.secret_file);
     }
 }
 
@@ -211,11 +167,9 @@ async fn a_read_on_one_replica_is_a_shared_hit_on_the_others() {
         let (name, cache) = read(&mut d.client(0), "token-a", 1).await.unwrap();
         assert_eq!(cache, "miss");
         // The fill is written to Redis after the reply, by design.
-        wait_for_metric(
-            &d.replicas[0].binary,
-            "wnology_gateway_shared_cache_writes_total 1",
-        )
-        .await;
+        d.replicas
+            .wait_for_metric(0, "wnology_gateway_shared_cache_writes_total 1")
+            .await;
         for replica in [1, 2] {
             let (other, cache) = read(&mut d.client(replica), "token-a", 1).await.unwrap();
             assert_eq!(cache, "shared-hit", "replica {replica}");
@@ -224,7 +178,7 @@ async fn a_read_on_one_replica_is_a_shared_hit_on_the_others() {
         let (_, cache) = read(&mut d.client(1), "token-a", 1).await.unwrap();
         assert_eq!(cache, "hit", "a shared hit fills the replica's own cache");
         assert_eq!(d.upstream_reads(), 1);
-        let metrics = admin_metrics(&d.replicas[1].binary).await;
+        let metrics = d.replicas.metrics(1).await;
         assert!(
             metrics.contains("wnology_gateway_shared_cache_hits_total 1\n"),
             "shared-tier metrics are exported: {metrics}"
@@ -300,7 +254,7 @@ async fn forty_tokens_shuffled_over_three_replicas_only_ever_get_their_own_answe
             "answers served to another token"
         );
         assert!(d.upstream_reads() <= 40 * 3, "the cache served most calls");
-        assert_redis_holds_nothing_in_clear(&d.redis, &tokens);
+        assert_redis_holds_nothing_in_clear(&d.replicas.redis, &tokens);
     })
     .await;
 }
@@ -317,7 +271,7 @@ fn assert_redis_holds_nothing_in_clear(redis: &RedisServer, tokens: &[String]) {
         let value = redis.command(&[b"GET", key]).unwrap_or_default();
         for part in [key.as_slice(), value.as_slice()] {
             for needle in [
-                SECRET.as_bytes(),
+                REPLICAS_SECRET.as_bytes(),
                 SECRET_FREE.as_bytes(),
                 b"tok-",
                 id(3).as_bytes(),
@@ -471,13 +425,13 @@ async fn redis_stopped_under_load_fails_no_call_and_is_used_again_after_restart(
             })
             .collect();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        d.redis.stop();
+        d.replicas.redis.stop();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(
-            health_serving(&d.replicas[0].binary).await,
+            health_serving(&d.replicas.binaries[0]).await,
             "health stays SERVING with Redis down"
         );
-        d.redis.restart();
+        d.replicas.redis.restart();
         tokio::time::sleep(Duration::from_secs(1)).await;
         done.store(true, Ordering::Relaxed);
         let mut calls = 0;
@@ -508,32 +462,11 @@ async fn redis_stopped_under_load_fails_no_call_and_is_used_again_after_restart(
             org += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        for replica in &d.replicas {
-            assert!(
-                health_serving(&replica.binary).await,
-                "health stays SERVING"
-            );
+        for replica in &d.replicas.binaries {
+            assert!(health_serving(replica).await, "health stays SERVING");
         }
     })
     .await;
-}
-
-/// Waits (bounded) until the replica exports `line`: its shared tier is connected and its
-/// invalidation feed trusted, or its fill is written.
-async fn wait_for_metric(binary: &GatewayBinary, line: &str) {
-    let started = Instant::now();
-    while !admin_metrics(binary).await.contains(&format!("{line}\n")) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the replica never exported {line}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The replica's `/metrics` text.
-async fn admin_metrics(binary: &GatewayBinary) -> String {
-    admin_get(binary, "/metrics").await
 }
 
 async fn health_serving(binary: &GatewayBinary) -> bool {
@@ -544,17 +477,6 @@ async fn health_serving(binary: &GatewayBinary) -> bool {
         .is_ok_and(|r| r.into_inner().status == 1)
 }
 
-/// A plain HTTP/1.1 GET on the admin listener.
-async fn admin_get(binary: &GatewayBinary, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(binary.admin).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text
-}
-
 /// `no-cache` on one replica refreshes the shared tier: after the upstream changed without a
 /// write through the gateway, the other replicas' next reads serve the refreshed answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,11 +485,9 @@ async fn no_cache_on_one_replica_refreshes_the_shared_tier() {
         let d = Deployment::start(&[]).await;
         let (name, _) = read(&mut d.client(0), "token-a", 3).await.unwrap();
         assert_eq!(version(&name), 0);
-        wait_for_metric(
-            &d.replicas[0].binary,
-            "wnology_gateway_shared_cache_writes_total 1",
-        )
-        .await;
+        d.replicas
+            .wait_for_metric(0, "wnology_gateway_shared_cache_writes_total 1")
+            .await;
         // The organization changes upstream, not through the gateway (no invalidation).
         d.orgs.versions.lock().unwrap().insert(id(3), 5);
         let request = proto::OrgGetRequest {
@@ -581,11 +501,9 @@ async fn no_cache_on_one_replica_refreshes_the_shared_tier() {
         let answer = d.client(1).get(fresh).await.unwrap();
         assert_eq!(answer.metadata().get("x-cache").unwrap(), "bypass");
         assert_eq!(version(&answer.into_inner().name.unwrap_or_default()), 5);
-        wait_for_metric(
-            &d.replicas[1].binary,
-            "wnology_gateway_shared_cache_writes_total 1",
-        )
-        .await;
+        d.replicas
+            .wait_for_metric(1, "wnology_gateway_shared_cache_writes_total 1")
+            .await;
         let (name, cache) = read(&mut d.client(2), "token-a", 3).await.unwrap();
         assert_eq!((version(&name), cache.as_str()), (5, "shared-hit"));
         assert_eq!(d.upstream_reads(), 2);
