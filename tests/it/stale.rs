@@ -56,10 +56,27 @@ fn device_counts(cache_control: Option<&str>) -> tonic::Request<proto::MeDeviceC
 
 /// What one `MeService/DeviceCounts` answered: its total, `x-cache` and `age`.
 #[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    total: Option<i64>,
-    x_cache: String,
-    age: Option<u64>,
+pub(crate) struct Seen {
+    pub total: Option<i64>,
+    pub x_cache: String,
+    pub age: Option<u64>,
+}
+
+impl Seen {
+    /// What `response` says.
+    pub(crate) fn of(response: &tonic::Response<proto::DeviceCounts>) -> Seen {
+        let header = |name| {
+            response
+                .metadata()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        Seen {
+            total: response.get_ref().counts.first().and_then(|c| c.total),
+            x_cache: header("x-cache").unwrap_or_default(),
+            age: header("age").map(|age| age.parse().unwrap()),
+        }
+    }
 }
 
 async fn read(gateway: &TestGateway, cache_control: Option<&str>) -> Result<Seen, tonic::Status> {
@@ -68,17 +85,7 @@ async fn read(gateway: &TestGateway, cache_control: Option<&str>) -> Result<Seen
         .await
         .device_counts(device_counts(cache_control))
         .await?;
-    let header = |name| {
-        response
-            .metadata()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
-    Ok(Seen {
-        total: response.get_ref().counts.first().and_then(|c| c.total),
-        x_cache: header("x-cache").unwrap_or_default(),
-        age: header("age").map(|age| age.parse().unwrap()),
-    })
+    Ok(Seen::of(&response))
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::stale::Seen;
 use crate::support::{otlp::*, *};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
@@ -138,14 +139,6 @@ async fn deployment(count: usize, flags: &[String]) -> (RecordingUpstream, Front
     (upstream, front, replicas)
 }
 
-/// What one `MeService/DeviceCounts` answered: its total, `x-cache` and `age`.
-#[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    total: Option<i64>,
-    x_cache: String,
-    age: Option<u64>,
-}
-
 async fn read(channel: &Channel) -> Result<Seen, tonic::Status> {
     let request = authed(proto::MeDeviceCountsRequest {
         start: Some(1),
@@ -154,17 +147,7 @@ async fn read(channel: &Channel) -> Result<Seen, tonic::Status> {
     let response = MeServiceClient::new(channel.clone())
         .device_counts(request)
         .await?;
-    let header = |name| {
-        response
-            .metadata()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
-    Ok(Seen {
-        total: response.get_ref().counts.first().and_then(|c| c.total),
-        x_cache: header("x-cache").unwrap_or_default(),
-        age: header("age").map(|age| age.parse().unwrap()),
-    })
+    Ok(Seen::of(&response))
 }
 
 /// Replica 0 reads the entry (a miss) and its fill lands in Redis.
