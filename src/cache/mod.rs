@@ -222,18 +222,18 @@ impl Cached {
         };
         // A stale answer keeps its true timing, so its windows here end where the shared
         // entry's do.
-        let fresh_until = match loaded.stale {
-            Some(stale) => now.checked_sub(stale.past).unwrap_or(now),
-            None => now + fresh_for,
+        let timing = match loaded.stale {
+            Some(stale) => Timing::expired(now, loaded.age, stale.past),
+            None => Timing {
+                fetched_at: now.checked_sub(loaded.age).unwrap_or(now),
+                fresh_until: now + fresh_for,
+            },
         };
         Cached {
             fetched: loaded.fetched,
             from_shared: loaded.from_shared,
             stale: loaded.stale.map(|stale| stale.reason),
-            timing: Timing {
-                fetched_at: now.checked_sub(loaded.age).unwrap_or(now),
-                fresh_until,
-            },
+            timing,
             windows,
             scopes,
             stamp,

@@ -93,6 +93,15 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// The timing at `now` of an answer `age` old and `past` its TTL (a stale answer from the
+    /// shared tier, which says both relative to its own clock).
+    pub fn expired(now: Instant, age: Duration, past: Duration) -> Timing {
+        Timing {
+            fetched_at: now.checked_sub(age).unwrap_or(now),
+            fresh_until: now.checked_sub(past).unwrap_or(now),
+        }
+    }
+
     /// Its age at `now`.
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.fetched_at)

@@ -77,10 +77,7 @@ impl SharedRead {
             return self.coalesced(ticket, upstream).await;
         };
         let now = Instant::now();
-        let timing = Timing {
-            fetched_at: now.checked_sub(stale.age).unwrap_or(now),
-            fresh_until: now.checked_sub(stale.past).unwrap_or(now),
-        };
+        let timing = Timing::expired(now, stale.age, stale.past);
         if stale::freshness(timing, self.windows, &self.control, now) == Freshness::Revalidate {
             return Ok(self.keep_stale(stale, StaleReason::Revalidate));
         }
