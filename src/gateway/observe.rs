@@ -14,7 +14,7 @@ use crate::{
     error::{GatewayError, code_name},
     metrics::{InFlight, Metrics, RpcLabels},
     routes::Route,
-    telemetry::{ServerTrace, Tracing},
+    telemetry::{AccessLine, ServerTrace, Tracing},
 };
 
 /// One call under observation, from its first byte decoded to its answer.
@@ -97,17 +97,16 @@ impl Observation {
             },
             elapsed,
         );
-        tracing::info!(
-            target: "wnology_gateway::access",
-            parent: &self.span,
-            rpc = %route.full_method(),
-            code = code_name(code),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            cache = cache.map_or("-", Outcome::as_str),
-            upstream_status = %OptionalStatus(upstream_status),
-            request_id = %self.request_id,
-            "rpc",
-        );
+        AccessLine {
+            service: route.service.grpc_name(),
+            method: route.rpc,
+            code: code_name(code),
+            latency: elapsed,
+            cache: cache.map_or("-", Outcome::as_str),
+            upstream_status,
+            request_id: self.request_id.as_str(),
+        }
+        .log(&self.span);
         self.request_id
     }
 }
@@ -158,16 +157,4 @@ fn is_server_error(code: Code) -> bool {
             | Code::Unavailable
             | Code::DataLoss
     )
-}
-
-/// An upstream status, or `-`.
-struct OptionalStatus(Option<u16>);
-
-impl std::fmt::Display for OptionalStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(status) => write!(f, "{status}"),
-            None => f.write_str("-"),
-        }
-    }
 }

@@ -21,7 +21,7 @@ mod access_sink;
 mod otlp;
 mod trace;
 
-pub use access::{ACCESS_LOG_BUFFER_LINES, ACCESS_TARGET, access_log_dropped};
+pub use access::{ACCESS_LOG_BUFFER_LINES, ACCESS_TARGET, AccessLine, access_log_dropped};
 pub use otlp::{OtlpProtocol, OtlpSettings, SamplerSetting};
 pub use trace::{
     SEMCONV_SCHEMA_URL, ServerTrace, TRACE_HEADERS, Tracing, caller_trace_headers, extract_context,
@@ -143,20 +143,19 @@ impl Telemetry {
         let not_access = filter_fn(|metadata| metadata.target() != ACCESS_TARGET);
         let mut layers = vec![log_layer(json, writer.clone(), filter.and(not_access))];
         let mut guard = None;
-        if options.access_log {
+        let mut json_sink = None;
+        if options.access_log && access::access_enabled(log_filter(env)?) {
             let (sink, dropped, flush) =
                 AccessSink::start(MadeWriter(writer), options.access_log_buffer_lines)
                     .map_err(TelemetryError::AccessLog)?;
             access::count_drops(dropped);
-            let only_access = filter_fn(|metadata| metadata.target() == ACCESS_TARGET);
-            let filter = log_filter(env)?.and(only_access);
-            layers.push(if json {
-                access::JsonAccessLayer::new(sink)
-                    .with_filter(filter)
-                    .boxed()
+            if json {
+                // Written by the calls themselves (`AccessLine::log`), not through a layer.
+                json_sink = Some(sink);
             } else {
-                log_layer(false, sink, filter)
-            });
+                let only_access = filter_fn(|metadata| metadata.target() == ACCESS_TARGET);
+                layers.push(log_layer(false, sink, log_filter(env)?.and(only_access)));
+            }
             guard = Some(flush);
         }
         if let Some(provider) = &provider {
@@ -175,6 +174,9 @@ impl Telemetry {
             );
         }
         tracing_subscriber::registry().with(layers).try_init()?;
+        if let Some(sink) = json_sink {
+            access::install_json(sink);
+        }
         let tracing = otlp.map_or_else(Tracing::off, |otlp| {
             Tracing::exporting_with(otlp.sampler.sampler())
         });

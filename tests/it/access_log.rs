@@ -116,3 +116,85 @@ async fn access_log_false_writes_no_access_line() {
         assert_eq!(logged, expected, "args {args:?}: {:#?}", gateway.log());
     }
 }
+
+/// The access lines the binary wrote, parsed.
+fn access_lines(gateway: &GatewayBinary) -> Vec<serde_json::Value> {
+    gateway
+        .log()
+        .iter()
+        .filter(|line| line.contains("\"target\":\"wnology_gateway::access\""))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Waits (bounded) until the binary wrote `count` access lines.
+async fn wait_for_access_lines(gateway: &GatewayBinary, count: usize) -> Vec<serde_json::Value> {
+    for _ in 0..50 {
+        let lines = access_lines(gateway);
+        if lines.len() >= count {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    access_lines(gateway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_access_line_has_every_field_of_the_rpc() {
+    let upstream =
+        RecordingUpstream::start(Answer::json(200, &json!({"email": "dana@example.com"}))).await;
+    let gateway = GatewayBinary::start(gateway_binary(), &upstream.url(), &[], &[]).unwrap();
+    let mut me = MeServiceClient::new(connect(gateway.addr).await);
+    for id in ["first-call", "second-call"] {
+        let mut request = authed(proto::MeGetRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-request-id", id.parse().unwrap());
+        me.get(request).await.unwrap();
+    }
+    let lines = wait_for_access_lines(&gateway, 2).await;
+    assert_eq!(lines.len(), 2, "{:#?}", gateway.log());
+    for (line, (id, cache, status)) in lines
+        .iter()
+        .zip([("first-call", "miss", "200"), ("second-call", "hit", "-")])
+    {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["message"], "rpc", "{line}");
+        assert_eq!(line["rpc"], "wnology.v1.MeService/Get", "{line}");
+        assert_eq!(line["code"], "OK", "{line}");
+        assert_eq!(line["cache"], cache, "{line}");
+        assert_eq!(line["upstream_status"], status, "{line}");
+        assert_eq!(line["request_id"], id, "{line}");
+        let latency = line["latency_ms"].as_f64().unwrap();
+        assert!(latency > 0.0 && latency < 30_000.0, "{line}");
+        let at = line["timestamp"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_turns_the_access_log_off_and_on_by_its_target() {
+    let upstream =
+        RecordingUpstream::start(Answer::json(200, &json!({"email": "dana@example.com"}))).await;
+    // The gateway's own INFO lines stay on: the test kit waits for the "serving" line.
+    for (rust_log, expected) in [
+        ("info,wnology_gateway::access=off", 0),
+        ("warn,wnology_gateway=info,wnology_gateway::access=warn", 0),
+        ("warn,wnology_gateway=info", 1),
+        ("error,wnology_gateway=info,wnology_gateway::access=info", 1),
+    ] {
+        let env = [("RUST_LOG", rust_log)];
+        let gateway = GatewayBinary::start(gateway_binary(), &upstream.url(), &[], &env).unwrap();
+        let mut me = MeServiceClient::new(connect(gateway.addr).await);
+        me.get(authed(proto::MeGetRequest::default()))
+            .await
+            .unwrap();
+        let mut lines = wait_for_access_lines(&gateway, 1).await;
+        if expected == 0 {
+            // Give a line that should not exist the same chance to appear.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            lines = access_lines(&gateway);
+        }
+        assert_eq!(lines.len(), expected, "RUST_LOG={rust_log}: {lines:#?}");
+    }
+}

@@ -118,6 +118,18 @@ async fn server_and_client_spans_are_exported_and_the_trace_reaches_the_upstream
         Some("miss")
     );
     assert!(attribute(&server.attributes, "wnology.request_id").is_some());
+    // The access line is the server span's event, with its fields (in JSON it is written
+    // without a `tracing` event on unsampled calls, but a sampled span still records it).
+    let access = server
+        .events
+        .iter()
+        .find(|event| event.name == "rpc")
+        .unwrap_or_else(|| panic!("the server span has the access line: {:?}", server.events));
+    assert_eq!(attribute(&access.attributes, "code").as_deref(), Some("OK"));
+    assert_eq!(
+        attribute(&access.attributes, "rpc").as_deref(),
+        Some("wnology.v1.MeService/Get")
+    );
     assert_ne!(
         server.status.as_ref().map(|s| s.code),
         Some(StatusCode::Error as i32)
