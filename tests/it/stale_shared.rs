@@ -4,7 +4,9 @@
 //! refused connection), with `x-cache: stale` and a growing `age`; concurrent stale reads on
 //! two replicas make one background refresh between them; a write through one replica keeps
 //! every replica from serving the entry stale; a 401 passes through; windows at 0 serve
-//! nothing stale; and the server span records `wnology.cache.result=stale`.
+//! nothing stale; the server span records `wnology.cache.result=stale`; and while a replica's
+//! invalidation feed is down (Redis forbids its channel), it still serves stale answers from
+//! Redis but keeps none, and trusts its feed again once the channel is allowed.
 
 use std::{
     collections::HashMap,
@@ -458,4 +460,54 @@ async fn the_server_span_records_a_stale_answer() {
     b.stop().await;
     telemetry.shutdown();
     let _ = std::fs::remove_file(&secret_file);
+}
+
+/// Allows (`allchannels`) or forbids (`resetchannels`) every pub/sub channel to the gateways'
+/// Redis user: the invalidation feed goes down while reads and scripts keep working.
+fn set_channels(replicas: &Replicas, rule: &str) {
+    let reply = replicas
+        .redis
+        .command(&[b"ACL", b"SETUSER", b"default", rule.as_bytes()])
+        .expect("redis answers");
+    assert_eq!(reply, b"+OK\r\n", "ACL SETUSER default {rule}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_feed_is_down_a_stale_answer_from_redis_is_served_but_not_kept() {
+    bounded(async {
+        let (upstream, _front, replicas) = deployment(2, &flags("1s", "0", "600s")).await;
+        filled_by_first(&replicas).await;
+        tokio::time::sleep(SECOND + Duration::from_millis(200)).await;
+        set_channels(&replicas, "resetchannels");
+        replicas
+            .wait_for_metric(1, "wnology_gateway_shared_cache_feed_trusted 0")
+            .await;
+
+        let b = replicas.channel(1).await;
+        upstream.answer(down(503));
+        let before = upstream.count();
+        let stale_from_redis = "wnology_gateway_shared_cache_stale_total";
+        for n in 1..=3 {
+            let seen = read(&b).await.expect("a stale answer, not the 503");
+            assert_eq!((seen.total, seen.x_cache.as_str()), (Some(1), "stale"));
+            // Not kept here: another replica's write might go unseen while the feed is
+            // down, so every read asks the upstream, then Redis (whose generations decide).
+            assert_eq!(upstream.count(), before + n, "read {n} asked the upstream");
+            assert_eq!(replicas.metric(1, stale_from_redis).await, n as u64);
+        }
+
+        set_channels(&replicas, "allchannels");
+        replicas
+            .wait_for_metric(1, "wnology_gateway_shared_cache_feed_trusted 1")
+            .await;
+        upstream.answer(counts(4));
+        let recovered = read(&b).await.unwrap();
+        assert_eq!(
+            (recovered.total, recovered.x_cache.as_str()),
+            (Some(4), "miss")
+        );
+        let next = read(&b).await.unwrap();
+        assert_eq!((next.total, next.x_cache.as_str()), (Some(4), "hit"));
+    })
+    .await;
 }

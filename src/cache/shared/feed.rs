@@ -276,8 +276,9 @@ impl Feed {
     }
 }
 
-/// Runs the feed until the tasks are aborted: subscription (retried until it succeeds, then
-/// kept by fred across reconnects), message handling, heartbeats and the trust check.
+/// Runs the feed until the tasks are aborted: subscription (retried until it succeeds, kept by
+/// fred across reconnects, and asked again while the heartbeat does not come back), message
+/// handling, heartbeats and the trust check.
 pub fn spawn(
     feed: Arc<Feed>,
     store: Arc<Store>,
@@ -293,8 +294,16 @@ pub fn spawn(
             while subscriber.subscribe(FEED_CHANNEL).await.is_err() {
                 tokio::time::sleep(HEARTBEAT).await;
             }
+            let mut check = tokio::time::interval(UNTRUSTED_AFTER);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    // fred subscribes again after a reconnect, but not after Redis refused
+                    // that (an ACL that forbade the channel for a while): while this
+                    // replica's heartbeat does not come back, ask again.
+                    _ = check.tick() => if !feed.heard_recently() {
+                        let _ = tokio::time::timeout(HEARTBEAT, subscriber.subscribe(FEED_CHANNEL)).await;
+                    },
                     message = messages.recv() => match message {
                         Ok(message) => {
                             if let Some(bytes) = message.value.as_bytes() {
