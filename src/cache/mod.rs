@@ -722,14 +722,19 @@ impl ResponseCache {
     where
         F: Future<Output = LoadResult> + Send + 'static,
     {
+        let answered = self.servable_entry(entry, control)?;
+        if answered.outcome == Outcome::Stale && !control.only_if_cached {
+            self.refresh(key, scopes, refresh);
+        }
+        Some(answered)
+    }
+
+    /// `entry`'s answer when it may answer now: a hit when fresh, a stale answer within
+    /// stale-while-revalidate (whether a refresh starts is the caller's to decide).
+    fn servable_entry(&self, entry: &Cached, control: &CacheControl) -> Option<Served> {
         match stale::freshness(entry.timing, entry.windows, control, Instant::now()) {
             Freshness::Fresh => Some(self.hit(entry.clone())),
-            Freshness::Revalidate => {
-                if !control.only_if_cached {
-                    self.refresh(key, scopes, refresh);
-                }
-                Some(self.stale(entry.clone(), StaleReason::Revalidate))
-            }
+            Freshness::Revalidate => Some(self.stale(entry.clone(), StaleReason::Revalidate)),
             Freshness::Expired => None,
         }
     }
@@ -869,12 +874,7 @@ impl ResponseCache {
     /// stale-while-revalidate (its load just stored it, or a refresh of it runs or ran: the
     /// next call that finds it starts one if none is in flight).
     async fn servable(&self, key: &CacheKey, control: &CacheControl) -> Option<Served> {
-        let entry = self.current_entry(key).await?;
-        match stale::freshness(entry.timing, entry.windows, control, Instant::now()) {
-            Freshness::Fresh => Some(self.hit(entry)),
-            Freshness::Revalidate => Some(self.stale(entry, StaleReason::Revalidate)),
-            Freshness::Expired => None,
-        }
+        self.servable_entry(&self.current_entry(key).await?, control)
     }
 
     /// The fresh cached answer for `key`, if there is one that no write has made stale since
