@@ -161,17 +161,18 @@ impl SharedRead {
 
     /// A shared hit, kept here for its remaining time (at most 1 s while the feed is down).
     fn keep_shared(&self, hit: SharedHit) -> Loaded {
-        let cap = self.tier.local_ttl_cap().unwrap_or(Duration::MAX);
+        // Read once: the feed's trust decides both the cap and the windows.
+        let cap = self.tier.local_ttl_cap();
         Loaded {
             fetched: Fetched {
                 answer: hit.answer,
                 upstream_status: hit.upstream_status,
             },
-            keep_at_most: Some(hit.remaining.min(cap)),
+            keep_at_most: Some(cap.map_or(hit.remaining, |cap| hit.remaining.min(cap))),
             from_shared: true,
             age: hit.age,
             // While the feed is not trusted, another replica's write might go unseen.
-            no_stale: self.tier.local_ttl_cap().is_some(),
+            no_stale: cap.is_some(),
             stale: None,
         }
     }
