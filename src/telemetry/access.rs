@@ -146,10 +146,10 @@ impl AccessLine<'_> {
         line.extend_from_slice(b",\"cache\":");
         json(line, self.cache);
         line.extend_from_slice(b",\"upstream_status\":");
-        match self.upstream_status {
-            Some(status) => json(line, &format_args!("{status}")),
-            None => line.extend_from_slice(b"\"-\""),
-        }
+        json(
+            line,
+            &format_args!("{}", OptionalStatus(self.upstream_status)),
+        );
         line.extend_from_slice(b",\"request_id\":");
         json(line, self.request_id);
         line.extend_from_slice(b",\"target\":");
