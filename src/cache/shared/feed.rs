@@ -294,7 +294,9 @@ pub fn spawn(
             while subscriber.subscribe(FEED_CHANNEL).await.is_err() {
                 tokio::time::sleep(HEARTBEAT).await;
             }
-            let mut check = tokio::time::interval(UNTRUSTED_AFTER);
+            // From one window on: the first heartbeat needs that long to come back.
+            let first = tokio::time::Instant::now() + UNTRUSTED_AFTER;
+            let mut check = tokio::time::interval_at(first, UNTRUSTED_AFTER);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
