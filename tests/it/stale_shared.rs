@@ -161,12 +161,25 @@ async fn filled_by_first(replicas: &Replicas) {
         .await;
 }
 
+/// [`deployment`] of `count` replicas with [`flags`]`(ttl, revalidate, if_error)`, whose entry
+/// replica 0 filled in Redis is now just past its TTL of `ttl_secs`.
+async fn past_its_ttl(
+    count: usize,
+    ttl_secs: u64,
+    revalidate: &str,
+    if_error: &str,
+) -> (RecordingUpstream, Front, Replicas) {
+    let ttl = format!("{ttl_secs}s");
+    let deployed = deployment(count, &flags(&ttl, revalidate, if_error)).await;
+    filled_by_first(&deployed.2).await;
+    tokio::time::sleep(Duration::from_secs(ttl_secs) + Duration::from_millis(200)).await;
+    deployed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_never_read_an_entry_answers_it_stale_during_an_outage() {
     bounded(async {
-        let (upstream, front, replicas) = deployment(2, &flags("1s", "0", "600s")).await;
-        filled_by_first(&replicas).await;
-        tokio::time::sleep(SECOND + Duration::from_millis(200)).await;
+        let (upstream, front, replicas) = past_its_ttl(2, 1, "0", "600s").await;
         let b = replicas.channel(1).await;
 
         upstream.answer(down(503));
@@ -213,9 +226,7 @@ async fn a_replica_that_never_read_an_entry_answers_it_stale_during_an_outage() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_stale_reads_on_two_replicas_make_one_background_refresh() {
     bounded(async {
-        let (upstream, _front, replicas) = deployment(2, &flags("3s", "30s", "600s")).await;
-        filled_by_first(&replicas).await;
-        tokio::time::sleep(3 * SECOND + Duration::from_millis(200)).await;
+        let (upstream, _front, replicas) = past_its_ttl(2, 3, "30s", "600s").await;
         // Slow, so that every read arrives while the refresh is in flight.
         let refresh_takes = Duration::from_millis(1500);
         upstream.answer(counts(2).after(refresh_takes));
@@ -321,9 +332,7 @@ async fn a_write_through_one_replica_keeps_every_replica_from_serving_it_stale()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_during_an_outage_passes_through_on_every_replica() {
     bounded(async {
-        let (upstream, _front, replicas) = deployment(2, &flags("1s", "0", "600s")).await;
-        filled_by_first(&replicas).await;
-        tokio::time::sleep(SECOND + Duration::from_millis(200)).await;
+        let (upstream, _front, replicas) = past_its_ttl(2, 1, "0", "600s").await;
         for (status, code) in [(401, Code::Unauthenticated), (403, Code::PermissionDenied)] {
             upstream.answer(down(status));
             for replica in [1, 0] {
@@ -349,9 +358,7 @@ async fn a_401_during_an_outage_passes_through_on_every_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_windows_at_zero_nothing_is_served_stale_across_replicas() {
     bounded(async {
-        let (upstream, _front, replicas) = deployment(2, &flags("1s", "0", "0")).await;
-        filled_by_first(&replicas).await;
-        tokio::time::sleep(SECOND + Duration::from_millis(200)).await;
+        let (upstream, _front, replicas) = past_its_ttl(2, 1, "0", "0").await;
         upstream.answer(down(503));
         for replica in [1, 0] {
             let error = read(&replicas.channel(replica).await).await.unwrap_err();
@@ -475,9 +482,7 @@ fn set_channels(replicas: &Replicas, rule: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_feed_is_down_a_stale_answer_from_redis_is_served_but_not_kept() {
     bounded(async {
-        let (upstream, _front, replicas) = deployment(2, &flags("1s", "0", "600s")).await;
-        filled_by_first(&replicas).await;
-        tokio::time::sleep(SECOND + Duration::from_millis(200)).await;
+        let (upstream, _front, replicas) = past_its_ttl(2, 1, "0", "600s").await;
         set_channels(&replicas, "resetchannels");
         replicas
             .wait_for_metric(1, "wnology_gateway_shared_cache_feed_trusted 0")
