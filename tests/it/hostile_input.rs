@@ -89,11 +89,19 @@ impl CountingUpstream {
         counter.load(Ordering::SeqCst)
     }
 
-    /// Waits (bounded) until no request is in flight.
+    /// Waits (bounded) until no request is in flight and none started for 50 ms.
     async fn settle(&self) {
+        // Quiet for two looks in a row: a request the gateway sent just before its caller
+        // went may reach this upstream after a first look found none in flight.
+        let mut quiet_since = None;
         for _ in 0..200 {
-            if self.get(&self.stats.in_flight) == 0 {
+            let started = self.get(&self.stats.started);
+            if self.get(&self.stats.in_flight) != 0 {
+                quiet_since = None;
+            } else if quiet_since == Some(started) {
                 return;
+            } else {
+                quiet_since = Some(started);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
